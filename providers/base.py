@@ -1,0 +1,91 @@
+"""The provider protocol every backend implements.
+
+Backends are synchronous and thread-safe: the kernel calls them from worker threads, never on
+its event loop. Generation returns an iterator of :class:`Chunk`; the consumer may stop early
+by calling ``close()`` on it (that is how a generation is cancelled), and the backend must then
+free what it holds. The last chunk of a completed stream has ``done=True`` and ``metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from .spec import ModelSpec
+from .types import (
+    AvailableModel,
+    BackendHealth,
+    Chunk,
+    GenerationOptions,
+    LoadedModel,
+    Message,
+    ModelInfo,
+    ProgressCallback,
+    PullResult,
+)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One backend (``ollama``, ``llamacpp``)."""
+
+    name: str
+
+    def health(self) -> BackendHealth:
+        """Whether the backend works, with its version and model counts; never raises."""
+        ...
+
+    def list_models(self) -> list[ModelInfo]:
+        """Installed models. Raises :class:`BackendUnavailable` when the backend is down."""
+        ...
+
+    def has_model(self, spec: ModelSpec) -> bool:
+        """Whether ``spec`` is installed here (used for backend resolution); never raises."""
+        ...
+
+    def available(self, *, recommended_only: bool = False) -> list[AvailableModel]:
+        """Models this backend can pull."""
+        ...
+
+    def pull(
+        self,
+        spec: ModelSpec,
+        progress: ProgressCallback | None = None,
+        *,
+        force: bool = False,
+        quantization: str | None = None,
+    ) -> PullResult: ...
+
+    def import_model(self, path: Path, name: str | None = None) -> ModelInfo:
+        """Register a model file already on disk. Backends that cannot, raise
+        :class:`UnsupportedOperation`."""
+        ...
+
+    def info(self, spec: ModelSpec) -> ModelInfo: ...
+
+    def remove(self, spec: ModelSpec) -> str:
+        """Delete the model; returns its id."""
+        ...
+
+    def load(self, spec: ModelSpec, progress: ProgressCallback | None = None) -> LoadedModel:
+        """Bring the model into memory (once, however many ask at the same time)."""
+        ...
+
+    def unload(self, spec: ModelSpec) -> str:
+        """Free the model's memory; returns its id."""
+        ...
+
+    def loaded(self) -> list[LoadedModel]: ...
+
+    def chat(
+        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
+    ) -> Iterator[Chunk]: ...
+
+    def complete(
+        self, spec: ModelSpec, prompt: str, options: GenerationOptions
+    ) -> Iterator[Chunk]: ...
+
+    def close(self) -> None:
+        """Release connections and models."""
+        ...

@@ -1,0 +1,238 @@
+"""ProviderManager: builds the backends from config and routes model specs to them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import Backend
+from .config import Config
+from .errors import BackendUnavailable, InvalidModelSpec, LLMSpellError
+from .spec import BACKENDS, ModelSpec, normalize_backend, parse_spec
+from .types import (
+    AvailableModel,
+    BackendHealth,
+    Chunk,
+    GenerationOptions,
+    LoadedModel,
+    Message,
+    ModelInfo,
+    ProgressCallback,
+    PullResult,
+)
+
+log = logging.getLogger(__name__)
+
+# Which installed backend is asked first when a spec names none: the local store is cheap to
+# look at, Ollama needs a round trip.
+RESOLUTION_ORDER: tuple[str, ...] = ("llamacpp", "ollama")
+FALLBACK_BACKEND = "ollama"
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """``list`` over several backends: the models found, and the backends that failed."""
+
+    models: list[ModelInfo]
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def build_backend(name: str, config: Config) -> Backend:
+    """Construct one backend. Imports are local so that unused backends cost nothing."""
+    if name == "llamacpp":
+        from .llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(config)
+    if name == "ollama":
+        from .ollama import OllamaBackend
+
+        return OllamaBackend(config)
+    raise InvalidModelSpec(f"unknown backend {name!r}", backend=name)
+
+
+class ProviderManager:
+    """Owns the enabled backends. Thread-safe; every method may be called from any thread."""
+
+    def __init__(
+        self, config: Config | None = None, backends: dict[str, Backend] | None = None
+    ) -> None:
+        self.config = config or Config()
+        self._lock = threading.Lock()
+        self._backends: dict[str, Backend] = dict(backends or {})
+        self._given = backends is not None
+
+    # Backends ---------------------------------------------------------------------------------
+
+    def enabled(self) -> list[str]:
+        """Names of the enabled backends, in resolution order."""
+        if self._given:
+            return [n for n in RESOLUTION_ORDER if n in self._backends]
+        providers = self.config.providers
+        flags = {"llamacpp": providers.llamacpp.enabled, "ollama": providers.ollama.enabled}
+        return [n for n in RESOLUTION_ORDER if flags[n]]
+
+    def backend(self, name: str) -> Backend:
+        key = normalize_backend(name)
+        if key not in self.enabled():
+            raise BackendUnavailable(
+                f"backend '{key}' is disabled in the configuration", backend=key
+            )
+        with self._lock:
+            if key not in self._backends:
+                self._backends[key] = build_backend(key, self.config)
+            return self._backends[key]
+
+    def _selected(self, backend: str | None) -> list[str]:
+        if backend is None:
+            return self.enabled()
+        key = normalize_backend(backend)
+        if key not in self.enabled():
+            raise BackendUnavailable(
+                f"backend '{key}' is disabled in the configuration", backend=key
+            )
+        return [key]
+
+    def resolve(self, spec: str | ModelSpec) -> tuple[Backend, ModelSpec]:
+        """The backend for ``spec`` and the spec with its backend filled in.
+
+        An explicit ``@backend`` wins; ``hf:`` specs go to llamacpp; else the first backend that
+        has the model installed; else ``default_backend``; else ollama.
+        """
+        parsed = parse_spec(spec)
+        if parsed.backend:
+            return self.backend(parsed.backend), parsed
+        enabled = self.enabled()
+        if not enabled:
+            raise BackendUnavailable("every backend is disabled in the configuration")
+        if parsed.is_hf and "llamacpp" in enabled:
+            return self.backend("llamacpp"), parsed.with_backend("llamacpp")
+        for name in enabled:
+            try:
+                backend = self.backend(name)
+                if backend.has_model(parsed):
+                    return backend, parsed.with_backend(name)
+            except LLMSpellError as exc:
+                log.debug("backend %s could not be asked for %s: %s", name, parsed, exc)
+        default = self.config.default_backend
+        name = (
+            default
+            if default in enabled
+            else (FALLBACK_BACKEND if FALLBACK_BACKEND in enabled else enabled[0])
+        )
+        assert name is not None
+        return self.backend(name), parsed.with_backend(name)
+
+    # Queries over all backends -------------------------------------------------------------
+
+    def status(self, backend: str | None = None) -> dict[str, BackendHealth]:
+        result: dict[str, BackendHealth] = {}
+        for name in self._selected(backend):
+            try:
+                result[name] = self.backend(name).health()
+            except LLMSpellError as exc:
+                result[name] = BackendHealth(name=name, available=False, reason=exc.message)
+        if backend is None:
+            for name in BACKENDS:
+                if name not in result:
+                    result[name] = BackendHealth(name=name, available=False, reason="disabled")
+        return result
+
+    def list_models(self, backend: str | None = None) -> ModelListing:
+        """Models of every selected backend; a backend that fails is reported, not fatal.
+
+        With one backend named, its failure is raised instead.
+        """
+        models: list[ModelInfo] = []
+        errors: dict[str, str] = {}
+        for name in self._selected(backend):
+            try:
+                models.extend(self.backend(name).list_models())
+            except LLMSpellError as exc:
+                if backend is not None:
+                    raise
+                errors[name] = exc.message
+        return ModelListing(models=models, errors=errors)
+
+    def available(
+        self, backend: str | None = None, *, recommended_only: bool = False
+    ) -> list[AvailableModel]:
+        models: list[AvailableModel] = []
+        for name in self._selected(backend):
+            models.extend(self.backend(name).available(recommended_only=recommended_only))
+        return models
+
+    def ps(self) -> list[LoadedModel]:
+        loaded: list[LoadedModel] = []
+        for name in self.enabled():
+            try:
+                loaded.extend(self.backend(name).loaded())
+            except BackendUnavailable:
+                continue
+        return loaded
+
+    # Per-model operations -----------------------------------------------------------------
+
+    def pull(
+        self,
+        spec: str | ModelSpec,
+        progress: ProgressCallback | None = None,
+        *,
+        force: bool = False,
+        quantization: str | None = None,
+    ) -> PullResult:
+        parsed = parse_spec(spec)
+        if parsed.backend:
+            backend = self.backend(parsed.backend)
+        elif parsed.is_hf and "llamacpp" in self.enabled():
+            backend, parsed = self.backend("llamacpp"), parsed.with_backend("llamacpp")
+        else:
+            # A pull is for a model that is not here yet: no "installed" lookup.
+            name = self.config.default_backend or FALLBACK_BACKEND
+            backend, parsed = self.backend(name), parsed.with_backend(name)
+        return backend.pull(parsed, progress, force=force, quantization=quantization)
+
+    def import_model(self, path: str | Path, name: str | None = None) -> ModelInfo:
+        return self.backend("llamacpp").import_model(Path(path), name)
+
+    def info(self, spec: str | ModelSpec) -> ModelInfo:
+        backend, parsed = self.resolve(spec)
+        return backend.info(parsed)
+
+    def remove(self, spec: str | ModelSpec) -> str:
+        backend, parsed = self.resolve(spec)
+        return backend.remove(parsed)
+
+    def load(self, spec: str | ModelSpec, progress: ProgressCallback | None = None) -> LoadedModel:
+        backend, parsed = self.resolve(spec)
+        return backend.load(parsed, progress)
+
+    def unload(self, spec: str | ModelSpec) -> str:
+        backend, parsed = self.resolve(spec)
+        return backend.unload(parsed)
+
+    def chat(
+        self,
+        spec: str | ModelSpec,
+        messages: Sequence[Message],
+        options: GenerationOptions | None = None,
+    ) -> Iterator[Chunk]:
+        backend, parsed = self.resolve(spec)
+        return backend.chat(parsed, messages, options or GenerationOptions())
+
+    def complete(
+        self, spec: str | ModelSpec, prompt: str, options: GenerationOptions | None = None
+    ) -> Iterator[Chunk]:
+        backend, parsed = self.resolve(spec)
+        return backend.complete(parsed, prompt, options or GenerationOptions())
+
+    def close(self) -> None:
+        with self._lock:
+            backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            try:
+                backend.close()
+            except Exception:  # closing must not hide the other backends' cleanup
+                log.exception("closing backend %s failed", backend.name)

@@ -1,0 +1,187 @@
+"""Value objects shared by every backend: what the provider protocol takes and returns.
+
+All of them are plain frozen dataclasses with a ``to_dict()`` giving the JSON-ready form used
+in protocol replies; ``None`` values stay in the dict so that clients see every field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Sampling and length options. ``None`` means "the backend's default"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    num_ctx: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Final numbers of one generation. Durations in seconds."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    load_seconds: float = 0.0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+    total_seconds: float = 0.0
+    time_to_first_token: float | None = None
+    tokens_per_second: float | None = None
+    stop_reason: str | None = None
+    """``stop`` (end of text or a stop string), ``length`` (max_tokens), ``cancelled``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of generated text; the last chunk of a stream has ``done`` and ``metrics``."""
+
+    text: str
+    done: bool = False
+    metrics: Metrics | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a pull or a load.
+
+    ``phase`` is one of ``resolving``, ``downloading``, ``verifying``, ``loading``, ``done``,
+    or a backend's own status text (Ollama's ``pulling manifest``...). ``completed`` and
+    ``total`` are bytes for downloads; either may be ``None`` when unknown.
+    """
+
+    model: str
+    phase: str
+    completed: int | None = None
+    total: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as a backend knows it: one row of ``list`` and the body of ``info``."""
+
+    id: str
+    backend: str
+    size_bytes: int | None = None
+    quantization: str | None = None
+    modified_at: str | None = None
+    """ISO 8601, UTC."""
+    loaded: bool = False
+    format: str = "gguf"
+    family: str | None = None
+    architecture: str | None = None
+    parameter_size: str | None = None
+    context_length: int | None = None
+    chat_template: str | None = None
+    """Where the chat template comes from: ``gguf``, ``family:<name>``, ``ollama``, or None."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Backend-specific extras (manifest, Ollama parameters, capabilities...)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def list_row(self) -> dict[str, Any]:
+        """The short form used in ``list`` replies."""
+        return {
+            "id": self.id,
+            "backend": self.backend,
+            "size_bytes": self.size_bytes,
+            "quantization": self.quantization,
+            "modified_at": self.modified_at,
+            "loaded": self.loaded,
+            "family": self.family,
+            "parameter_size": self.parameter_size,
+        }
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model held in memory (``ps``)."""
+
+    id: str
+    backend: str
+    size_bytes: int | None = None
+    expires_at: str | None = None
+    """ISO 8601, UTC; None when it never expires."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AvailableModel:
+    """A model that can be pulled (``available``)."""
+
+    name: str
+    backend: str
+    description: str
+    variants: tuple[str, ...] = ()
+    size_bytes: int | None = None
+    recommended: bool = False
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["variants"] = list(self.variants)
+        return data
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    """One backend's ``status``."""
+
+    name: str
+    available: bool
+    version: str | None = None
+    models: int = 0
+    loaded: int = 0
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    model: ModelInfo
+    bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "bytes": self.bytes, "seconds": self.seconds}
