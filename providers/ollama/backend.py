@@ -1,0 +1,308 @@
+"""OllamaBackend: the provider protocol over a running Ollama server's REST API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..errors import (
+    BackendUnavailable,
+    DownloadError,
+    GenerationError,
+    InvalidRequest,
+    LLMSpellError,
+    ModelLoadError,
+    UnsupportedOperation,
+)
+from ..spec import ModelSpec
+from ..types import (
+    AvailableModel,
+    BackendHealth,
+    Chunk,
+    GenerationOptions,
+    LoadedModel,
+    Message,
+    ModelInfo,
+    Progress,
+    ProgressCallback,
+    PullResult,
+)
+from .client import OllamaClient
+from .convert import loaded_model, metrics, model_info, ollama_options, parse_parameters
+from .library import library_models
+from .names import ollama_name, same_model
+from .progress import SUCCESS, PullTracker
+
+PROBE_TIMEOUT_SECONDS = 2.0
+"""Bound on ``has_model``: it runs during backend resolution and must stay quick."""
+
+Json = dict[str, Any]
+
+
+def _is_done(line: Json) -> bool:
+    return line.get("done") is True
+
+
+def _is_pull_done(line: Json) -> bool:
+    return line.get("status") == SUCCESS
+
+
+class OllamaBackend:
+    """Models served by Ollama (``ollama serve``), reached over HTTP with httpx."""
+
+    name = "ollama"
+
+    def __init__(self, config: Config) -> None:
+        settings = config.providers.ollama
+        self.base_url = config.ollama_url()
+        self.keep_alive = settings.options.keep_alive
+        self._client = OllamaClient(self.base_url, settings.timeout_seconds)
+
+    # Status and listing -----------------------------------------------------------------------
+
+    def health(self) -> BackendHealth:
+        try:
+            version = self._client.request("GET", "/api/version").get("version")
+            models = self._tags()
+            loaded = self._ps()
+        except LLMSpellError as exc:
+            return BackendHealth(
+                name=self.name, available=False, reason=exc.message, details={"url": self.base_url}
+            )
+        return BackendHealth(
+            name=self.name,
+            available=True,
+            version=str(version) if version is not None else None,
+            models=len(models),
+            loaded=len(loaded),
+            details={"url": self.base_url},
+        )
+
+    def list_models(self) -> list[ModelInfo]:
+        entries = self._tags()
+        try:
+            running = {str(e.get("name") or e.get("model")) for e in self._ps()}
+        except BackendUnavailable:
+            running = set()
+        return [
+            model_info(e, loaded=any(same_model(str(e.get("name")), r) for r in running))
+            for e in entries
+        ]
+
+    def has_model(self, spec: ModelSpec) -> bool:
+        try:
+            body = self._client.request("GET", "/api/tags", timeout=PROBE_TIMEOUT_SECONDS)
+        except LLMSpellError:
+            return False
+        wanted = ollama_name(spec)
+        models = body.get("models")
+        return isinstance(models, list) and any(
+            isinstance(e, dict) and same_model(str(e.get("name") or e.get("model")), wanted)
+            for e in models
+        )
+
+    def available(self, *, recommended_only: bool = False) -> list[AvailableModel]:
+        return library_models(recommended_only=recommended_only)
+
+    def info(self, spec: ModelSpec) -> ModelInfo:
+        name = ollama_name(spec)
+        show = self._client.request("POST", "/api/show", {"model": name}, model=name)
+        entry = self._tag_entry(name)
+        try:
+            loaded = any(same_model(str(e.get("name")), name) for e in self._ps())
+        except BackendUnavailable:
+            loaded = False
+        details = show.get("details") or {}
+        info = show.get("model_info") or {}
+        architecture = info.get("general.architecture")
+        context = info.get(f"{architecture}.context_length") if architecture else None
+        template = show.get("template")
+        return ModelInfo(
+            id=str(entry.get("name")) if entry else name,
+            backend=self.name,
+            size_bytes=entry.get("size") if entry else None,
+            quantization=details.get("quantization_level") or None,
+            modified_at=model_info(entry, loaded=loaded).modified_at if entry else None,
+            loaded=loaded,
+            format=details.get("format") or "gguf",
+            family=details.get("family") or None,
+            architecture=str(architecture) if architecture else None,
+            parameter_size=details.get("parameter_size") or None,
+            context_length=int(context) if isinstance(context, int | float) else None,
+            chat_template="ollama" if template else None,
+            details={
+                "parameters": parse_parameters(show.get("parameters")),
+                "template": template,
+                "capabilities": list(show.get("capabilities") or []),
+                "parameter_count": info.get("general.parameter_count"),
+                "families": details.get("families"),
+                "digest": entry.get("digest") if entry else None,
+            },
+        )
+
+    # Pull and remove ----------------------------------------------------------------------------
+
+    def pull(
+        self,
+        spec: ModelSpec,
+        progress: ProgressCallback | None = None,
+        *,
+        force: bool = False,
+        quantization: str | None = None,
+    ) -> PullResult:
+        """Pull through Ollama. ``force`` changes nothing: Ollama always re-checks the registry
+        and fetches only changed layers."""
+        del force
+        if quantization:
+            if not spec.is_hf:
+                raise UnsupportedOperation(
+                    "Ollama picks the quantization by tag: pull `name:TAG` instead, e.g. "
+                    "`llama3.1:8b-instruct-q4_K_M@ollama`",
+                    model=str(spec),
+                    backend=self.name,
+                )
+            spec = ModelSpec(model=spec.model, variant=quantization, hf_repo=spec.hf_repo)
+        name = ollama_name(spec)
+        tracker = PullTracker(name)
+        started = time.monotonic()
+        lines = self._client.stream(
+            "/api/pull",
+            {"model": name, "stream": True},
+            model=name,
+            failure=DownloadError,
+            is_final=_is_pull_done,
+        )
+        for line in lines:
+            event = tracker.update(line)
+            if progress is not None:
+                progress(event)
+        seconds = time.monotonic() - started
+        return PullResult(model=self.info(spec), bytes=tracker.total_bytes, seconds=seconds)
+
+    def import_model(self, path: Path, name: str | None = None) -> ModelInfo:
+        raise UnsupportedOperation(
+            f"the Ollama backend cannot import {path}: Ollama imports a GGUF with "
+            "`ollama create NAME -f Modelfile` (a Modelfile holding `FROM /path/to/model.gguf`); "
+            "`llmspell model import` adds it to the llamacpp backend instead",
+            model=name,
+            backend=self.name,
+        )
+
+    def remove(self, spec: ModelSpec) -> str:
+        name = ollama_name(spec)
+        self._client.request("DELETE", "/api/delete", {"model": name}, model=name)
+        return name
+
+    # Memory ---------------------------------------------------------------------------------------
+
+    def load(self, spec: ModelSpec, progress: ProgressCallback | None = None) -> LoadedModel:
+        name = ollama_name(spec)
+        if progress is not None:
+            progress(Progress(name, "loading"))
+        body: Json = {"model": name, "stream": False}
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        self._client.request("POST", "/api/generate", body, model=name, failure=ModelLoadError)
+        if progress is not None:
+            progress(Progress(name, "done"))
+        for entry in self._ps():
+            if same_model(str(entry.get("name") or entry.get("model")), name):
+                return loaded_model(entry)
+        return LoadedModel(id=name, backend=self.name)
+
+    def unload(self, spec: ModelSpec) -> str:
+        name = ollama_name(spec)
+        reply = self._client.request(
+            "POST", "/api/generate", {"model": name, "keep_alive": 0, "stream": False}, model=name
+        )
+        if reply.get("done_reason") not in (None, "unload"):
+            raise BackendUnavailable(
+                f"Ollama did not unload '{name}' (done_reason {reply.get('done_reason')!r})",
+                model=name,
+                backend=self.name,
+            )
+        return name
+
+    def loaded(self) -> list[LoadedModel]:
+        return [loaded_model(e) for e in self._ps()]
+
+    # Generation -----------------------------------------------------------------------------
+
+    def chat(
+        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
+    ) -> Iterator[Chunk]:
+        if not messages:
+            raise InvalidRequest("chat needs at least one message", backend=self.name)
+        name = ollama_name(spec)
+        body = self._generation_body(name, options)
+        body["messages"] = [m.to_dict() for m in messages]
+        return self._generate("/api/chat", name, body, _chat_text)
+
+    def complete(self, spec: ModelSpec, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
+        if not prompt:
+            # Ollama treats an empty prompt as "load the model" and generates nothing.
+            raise InvalidRequest("complete needs a non-empty prompt", backend=self.name)
+        name = ollama_name(spec)
+        body = self._generation_body(name, options)
+        body["prompt"] = prompt
+        return self._generate("/api/generate", name, body, _generate_text)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # Internals ----------------------------------------------------------------------------------
+
+    def _generation_body(self, name: str, options: GenerationOptions) -> Json:
+        body: Json = {"model": name, "stream": True, "options": ollama_options(options)}
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        return body
+
+    def _generate(
+        self, path: str, name: str, body: Json, text_of: Callable[[Json], str]
+    ) -> Iterator[Chunk]:
+        started = time.perf_counter()
+        first_token: float | None = None
+        lines = self._client.stream(
+            path, body, model=name, failure=GenerationError, is_final=_is_done
+        )
+        try:
+            for line in lines:
+                text = text_of(line)
+                if text and first_token is None:
+                    first_token = time.perf_counter() - started
+                if _is_done(line):
+                    yield Chunk(text=text, done=True, metrics=metrics(line, first_token))
+                    return
+                if text:
+                    yield Chunk(text=text)
+        finally:
+            lines.close()
+
+    def _tags(self) -> list[Json]:
+        models = self._client.request("GET", "/api/tags").get("models") or []
+        return [m for m in models if isinstance(m, dict)]
+
+    def _ps(self) -> list[Json]:
+        models = self._client.request("GET", "/api/ps").get("models") or []
+        return [m for m in models if isinstance(m, dict)]
+
+    def _tag_entry(self, name: str) -> Json | None:
+        for entry in self._tags():
+            if same_model(str(entry.get("name") or entry.get("model")), name):
+                return entry
+        return None
+
+
+def _chat_text(line: Json) -> str:
+    message = line.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def _generate_text(line: Json) -> str:
+    response = line.get("response")
+    return response if isinstance(response, str) else ""

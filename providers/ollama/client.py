@@ -1,0 +1,241 @@
+"""The one boundary between llmspell and Ollama's HTTP API.
+
+Every httpx exception and every error Ollama reports (an ``{"error": ...}`` body with a 4xx/5xx
+status, or an ``error`` line in the middle of a 200 NDJSON stream) becomes an llmspell error
+here, with ``raise ... from exc``:
+
+- connection refused / DNS failure  → :class:`BackendUnavailable` naming the URL and how to start
+  Ollama;
+- a timeout                         → the operation's failure type naming the timeout (for
+  requests that are not pulls or generations: :class:`BackendUnavailable`);
+- HTTP 404                          → :class:`ModelNotFound` ("pull it first");
+- HTTP 499                          → :class:`Cancelled`; 503 → :class:`BackendUnavailable`;
+- other 4xx/5xx and ``error`` lines → the operation's failure type with Ollama's text
+  (``ModelNotFound`` when the text says the model does not exist);
+- a line that is not a JSON object, or a stream that ends before its final line (or whose
+  connection drops) → the operation's failure type saying so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from ..errors import (
+    BackendUnavailable,
+    Cancelled,
+    ConfigError,
+    LLMSpellError,
+    ModelNotFound,
+)
+
+BACKEND = "ollama"
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""Upper bound on opening a connection; a refused connection fails at once anyway."""
+START_HINT = "start it with `ollama serve` (or set OLLAMA_HOST / providers.ollama.base_url)"
+
+Json = dict[str, Any]
+ErrorType = type[LLMSpellError]
+
+# Texts Ollama uses when a model does not exist locally or in the registry.
+_NOT_FOUND_MARKERS = ("not found", "file does not exist", "pull model manifest")
+
+
+def not_found_message(model: str) -> str:
+    return f"model '{model}' not found: pull it first with `llmspell model pull {model}@ollama`"
+
+
+class OllamaClient:
+    """A thread-safe JSON/NDJSON client for one Ollama server (one ``httpx.Client``)."""
+
+    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+        self.base_url = base_url
+        self.timeout_seconds = timeout_seconds
+        timeout = httpx.Timeout(
+            timeout_seconds, connect=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS)
+        )
+        try:
+            self._http = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ConfigError(
+                f"invalid Ollama URL {base_url!r}: {exc}", key="providers.ollama.base_url"
+            ) from exc
+
+    def close(self) -> None:
+        self._http.close()
+
+    # Plain requests ---------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Json | None = None,
+        *,
+        model: str | None = None,
+        failure: ErrorType = BackendUnavailable,
+        timeout: float | None = None,
+    ) -> Json:
+        """Send one request and return its JSON object body (``{}`` for an empty body)."""
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout)
+        with self._translated(path, model, failure):
+            response = self._http.request(method, path, json=body, **extra)
+        if response.is_error:
+            raise self._status_error(response.status_code, response.text, model, failure)
+        if not response.content.strip():
+            return {}
+        return parse_line(response.text, path=path, model=model, failure=failure)
+
+    # Streams ------------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        path: str,
+        body: Json,
+        *,
+        model: str | None,
+        failure: ErrorType,
+        is_final: Callable[[Json], bool],
+    ) -> Generator[Json, None, None]:
+        """POST ``body`` and yield each NDJSON line as a dict, up to and including the final one.
+
+        Closing the returned generator closes the HTTP response (that cancels the request on
+        Ollama's side). A stream that ends before a line satisfying ``is_final`` is an error.
+        """
+        with self._translated(path, model, failure):
+            with self._http.stream("POST", path, json=body) as response:
+                if response.is_error:
+                    response.read()
+                    raise self._status_error(response.status_code, response.text, model, failure)
+                for raw in response.iter_lines():
+                    if not raw.strip():
+                        continue
+                    line = parse_line(raw, path=path, model=model, failure=failure)
+                    if "error" in line:
+                        raise classify(str(line["error"]), model, failure)
+                    yield line
+                    if is_final(line):
+                        return
+        raise failure(
+            f"Ollama's {path} stream ended before its final line"
+            " (the server stopped answering mid-stream)",
+            model=model,
+            backend=BACKEND,
+        )
+
+    # Error translation ------------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self, path: str, model: str | None, failure: ErrorType) -> Iterator[None]:
+        try:
+            yield
+        except httpx.HTTPError as exc:
+            raise translate_http_error(exc, self, path, model, failure) from exc
+
+    def _status_error(
+        self, status: int, text: str, model: str | None, failure: ErrorType
+    ) -> LLMSpellError:
+        message = error_text(text) or f"HTTP {status}"
+        if status == 404:
+            if model is not None:
+                return ModelNotFound(not_found_message(model), model=model, backend=BACKEND)
+            return ModelNotFound(f"Ollama: {message}", backend=BACKEND)
+        if status == 499:
+            return Cancelled(
+                f"Ollama cancelled the request: {message}", model=model, backend=BACKEND
+            )
+        if status == 503:
+            return BackendUnavailable(
+                f"Ollama at {self.base_url} is busy (HTTP 503): {message}",
+                model=model,
+                backend=BACKEND,
+            )
+        return classify(f"{message} (HTTP {status})", model, failure)
+
+
+def translate_http_error(
+    exc: httpx.HTTPError, client: OllamaClient, path: str, model: str | None, failure: ErrorType
+) -> LLMSpellError:
+    url = client.base_url
+    if isinstance(exc, httpx.ConnectError):
+        return BackendUnavailable(
+            f"Ollama is not running at {url}: {START_HINT} ({exc})", model=model, backend=BACKEND
+        )
+    if isinstance(exc, httpx.ConnectTimeout):
+        return BackendUnavailable(
+            f"Ollama at {url} did not accept a connection within "
+            f"{min(client.timeout_seconds, CONNECT_TIMEOUT_SECONDS):g} s: is it running?"
+            f" {START_HINT}",
+            model=model,
+            backend=BACKEND,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        kind = failure if failure is not LLMSpellError else BackendUnavailable
+        return kind(
+            f"Ollama at {url} did not answer {path} within {client.timeout_seconds:g} s"
+            " (providers.ollama.timeout_seconds)",
+            model=model,
+            backend=BACKEND,
+        )
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return failure(
+            f"Ollama at {url} closed the connection in the middle of {path}: {exc}",
+            model=model,
+            backend=BACKEND,
+        )
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return ConfigError(f"invalid Ollama URL {url!r}: {exc}", key="providers.ollama.base_url")
+    return BackendUnavailable(
+        f"Ollama at {url} cannot be reached: {type(exc).__name__}: {exc}",
+        model=model,
+        backend=BACKEND,
+    )
+
+
+def classify(text: str, model: str | None, failure: ErrorType) -> LLMSpellError:
+    """The error for Ollama's error ``text``: not-found texts are ModelNotFound."""
+    lowered = text.lower()
+    if any(marker in lowered for marker in _NOT_FOUND_MARKERS):
+        if model is not None:
+            return ModelNotFound(
+                f"{not_found_message(model)} (Ollama: {text})", model=model, backend=BACKEND
+            )
+        return ModelNotFound(f"Ollama: {text}", backend=BACKEND)
+    return failure(f"Ollama: {text}", model=model, backend=BACKEND)
+
+
+def error_text(body: str) -> str:
+    """Ollama's ``{"error": "..."}`` text, else the body itself (trimmed)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:500]
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])
+    return body.strip()[:500]
+
+
+def parse_line(raw: str, *, path: str, model: str | None, failure: ErrorType) -> Json:
+    """One NDJSON line (or a whole JSON body) as a dict; anything else is ``failure``."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise failure(
+            f"Ollama sent a malformed line on {path} (not JSON: {exc.msg}): {raw[:200]!r}",
+            model=model,
+            backend=BACKEND,
+        ) from exc
+    if not isinstance(data, dict):
+        raise failure(
+            f"Ollama sent a malformed line on {path} (a JSON {type(data).__name__}, not an "
+            f"object): {raw[:200]!r}",
+            model=model,
+            backend=BACKEND,
+        )
+    return data
