@@ -1,0 +1,176 @@
+"""``Agent``: a conversation with one local model, for notebook cells and scripts.
+
+The ``Agent`` in the user namespace is a subclass bound to the kernel's :class:`LocalLLM` (see
+:func:`bind_agent`), so ``Agent()`` finds the provider manager and the default model without
+being told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, ClassVar
+
+from providers import GenerationOptions, InvalidRequest, Message, Metrics, ProviderManager
+
+from .local_llm import LocalLLM
+from .options import generation_options
+
+NO_MODEL_HINT = "pass Agent(model=...) or LocalLLM.set_default_model(...)"
+
+
+def stream_chat(
+    manager: ProviderManager,
+    model: str,
+    messages: Sequence[Message],
+    options: GenerationOptions,
+    on_metrics: Callable[[Metrics], None] | None = None,
+) -> Generator[str, None, None]:
+    """The text pieces of one chat generation, as the model produces them.
+
+    The backend's chunk iterator is closed however this generator ends (finished, closed early
+    by its reader, or interrupted), which stops the generation and frees the model for the next.
+    """
+    chunks = manager.chat(model, messages, options)
+    try:
+        for chunk in chunks:
+            if chunk.text:
+                yield chunk.text
+            if chunk.metrics is not None and on_metrics is not None:
+                on_metrics(chunk.metrics)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class Agent:
+    """A conversation with one local model.
+
+    ``Agent(model=None, system_prompt=None, **options)``: ``model`` is a spec such as
+    ``"gemma3-270m"`` (None = ``LocalLLM.default_model``); options are generation options
+    (``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repeat_penalty``, ``seed``,
+    ``max_tokens``, ``stop``, ``num_ctx``).
+
+    - ``complete(text)``: one answer to ``text`` alone (system prompt, no history);
+    - ``chat(text)``: the next turn of the conversation, remembered in ``history``;
+    - ``stream(text)``: like ``chat``, yielding the text as it is generated;
+    - ``reset()`` forgets the conversation; ``last_metrics`` describes the last generation.
+    """
+
+    _llm: ClassVar[LocalLLM | None] = None
+
+    def __init__(
+        self, model: str | None = None, system_prompt: str | None = None, **options: Any
+    ) -> None:
+        llm = type(self)._llm
+        if llm is None:
+            raise InvalidRequest(
+                "this Agent class is not bound to a kernel: use the Agent that the llmspell "
+                "kernel puts in the notebook namespace"
+            )
+        self._llm_bound = llm
+        self.model: str = llm.require_model(model, NO_MODEL_HINT)
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise InvalidRequest(
+                f"Agent system_prompt must be a string, not {type(system_prompt).__name__}"
+            )
+        self.system_prompt = system_prompt or None
+        self.options: GenerationOptions = generation_options(options, what="Agent")
+        self._turns: list[Message] = []
+        self._last_metrics: Metrics | None = None
+
+    def __repr__(self) -> str:
+        turns = len(self._turns) // 2
+        return f"<Agent model={self.model!r} turns={turns}>"
+
+    # Conversation ---------------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[dict[str, str]]:
+        """The messages the next turn sends before the new one: system prompt first."""
+        return [message.to_dict() for message in (*self._system(), *self._turns)]
+
+    @property
+    def last_metrics(self) -> dict[str, Any] | None:
+        """Token counts and timings of the last finished generation (None before any)."""
+        return self._last_metrics.to_dict() if self._last_metrics is not None else None
+
+    def reset(self) -> None:
+        """Forget the conversation (the system prompt and options stay)."""
+        self._turns.clear()
+
+    def complete(self, text: str) -> str:
+        """One answer to ``text`` with the system prompt but without the conversation."""
+        user = Message("user", _user_text(text, "complete"))
+        pieces = self._generate([*self._system(), user])
+        try:
+            return "".join(pieces)
+        finally:
+            pieces.close()
+
+    def chat(self, text: str) -> str:
+        """The model's answer to ``text`` as the next turn; both are added to ``history``."""
+        pieces = self.stream(text)
+        try:
+            return "".join(pieces)
+        finally:
+            pieces.close()
+
+    def stream(self, text: str) -> Generator[str, None, None]:
+        """Like :meth:`chat`, yielding the answer's text pieces as they are generated.
+
+        The turn is added to ``history`` when the answer is complete, or, if the reader stops
+        early, with the part it received; a failed generation adds nothing.
+        """
+        user = Message("user", _user_text(text, "stream"))
+        return self._turn(user)
+
+    # Internals ------------------------------------------------------------------------------
+
+    def _system(self) -> list[Message]:
+        return [Message("system", self.system_prompt)] if self.system_prompt else []
+
+    def _generate(self, messages: Sequence[Message]) -> Generator[str, None, None]:
+        self._last_metrics = None
+
+        def keep(metrics: Metrics) -> None:
+            self._last_metrics = metrics
+
+        manager = self._llm_bound.manager
+        return stream_chat(manager, self.model, messages, self.options, keep)
+
+    def _turn(self, user: Message) -> Generator[str, None, None]:
+        pieces: list[str] = []
+        keep = False
+        generation = self._generate([*self._system(), *self._turns, user])
+        try:
+            for piece in generation:
+                pieces.append(piece)
+                yield piece
+            keep = True
+        except GeneratorExit:
+            keep = bool(pieces)
+            raise
+        finally:
+            generation.close()
+            if keep:
+                self._turns += [user, Message("assistant", "".join(pieces))]
+
+
+def bind_agent(llm: LocalLLM) -> type[Agent]:
+    """An ``Agent`` class whose instances use ``llm``'s manager and default model."""
+
+    class BoundAgent(Agent):
+        __doc__ = Agent.__doc__
+        _llm = llm
+
+    BoundAgent.__name__ = BoundAgent.__qualname__ = "Agent"
+    return BoundAgent
+
+
+def _user_text(text: object, method: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidRequest(f"Agent.{method}: text must be a string, not {type(text).__name__}")
+    if not text.strip():
+        raise InvalidRequest(f"Agent.{method}: text is empty")
+    return text

@@ -1,0 +1,77 @@
+"""Install the ``llmspell`` kernelspec so Jupyter front ends can start the kernel.
+
+The files (``kernel.json`` and two logos) ship as package data in
+``llmspell_kernel/resources/kernelspec/``, a copy of the repository's top-level ``kernelspec/``
+(a test keeps the two identical). At install time ``kernel.json``'s ``argv`` gets the running
+interpreter, so the kernel starts in the environment llmspell is installed in.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from providers import LLMSpellError
+
+KERNEL_NAME = "llmspell"
+DISPLAY_NAME = "llmspell (local LLMs)"
+
+
+def kernel_json(executable: str | None = None) -> dict[str, Any]:
+    """The kernelspec's ``kernel.json`` with ``executable`` (default: this Python) in argv."""
+    spec: dict[str, Any] = json.loads(_resources().joinpath("kernel.json").read_text("utf-8"))
+    python = executable or sys.executable
+    spec["argv"] = [python, "-m", "llmspell_kernel", "-f", "{connection_file}"]
+    return spec
+
+
+def install(
+    *, user: bool = True, sys_prefix: bool = False, prefix: str | Path | None = None
+) -> Path:
+    """Install the kernelspec and return the directory it went to.
+
+    ``prefix`` (e.g. a virtualenv) wins over ``sys_prefix`` (this Python's prefix), which wins
+    over ``user`` (the per-user Jupyter data dir); with none of them, the system-wide dir.
+    An existing ``llmspell`` kernelspec at the same place is replaced.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    target = str(prefix) if prefix is not None else (sys.prefix if sys_prefix else None)
+    with tempfile.TemporaryDirectory(prefix="llmspell-kernelspec-") as tmp:
+        source = Path(tmp) / KERNEL_NAME
+        source.mkdir()
+        for item in _resources().iterdir():
+            if item.is_file():
+                (source / item.name).write_bytes(item.read_bytes())
+        (source / "kernel.json").write_text(json.dumps(kernel_json(), indent=2) + "\n", "utf-8")
+        try:
+            installed = KernelSpecManager().install_kernel_spec(
+                str(source), KERNEL_NAME, user=user and target is None, prefix=target
+            )
+        except OSError as exc:
+            where = target or ("the user data dir" if user else "the system data dir")
+            raise LLMSpellError(
+                f"cannot install the {KERNEL_NAME} kernelspec into {where}: {exc}"
+            ) from exc
+    return Path(installed)
+
+
+def uninstall() -> Path:
+    """Remove the installed ``llmspell`` kernelspec (the one Jupyter finds first)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    try:
+        removed = KernelSpecManager().remove_kernel_spec(KERNEL_NAME)
+    except KeyError:
+        raise LLMSpellError(f"the {KERNEL_NAME} kernelspec is not installed") from None
+    except OSError as exc:
+        raise LLMSpellError(f"cannot remove the {KERNEL_NAME} kernelspec: {exc}") from exc
+    return Path(removed)
+
+
+def _resources() -> Any:
+    return files("llmspell_kernel").joinpath("resources", "kernelspec")

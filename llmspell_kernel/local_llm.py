@@ -1,0 +1,203 @@
+"""``LocalLLM``: model management from notebook cells and scripts run in the llmspell kernel.
+
+It calls the kernel's :class:`~providers.ProviderManager` directly (the code runs inside the
+kernel process) and returns plain dicts and lists, the same JSON-like shapes as the protocol
+replies, so results display well and can be indexed without importing anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from providers import InvalidRequest, Progress, ProviderManager, parse_spec
+
+MODEL_ENV = "LLMSPELL_MODEL"
+PROGRESS_INTERVAL = 0.25
+"""Seconds between two progress updates of the same phase (a few per second, not thousands)."""
+
+Row = dict[str, Any]
+Rows = list[Row]
+
+
+class LocalLLM:
+    """Local models: ``status()``, ``list()``, ``available()``, ``pull(spec)``, ``info(spec)``,
+    ``remove(spec)``, ``load(spec)``, ``unload(spec)``, ``ps()``, ``import_model(path)`` and the
+    default model used by ``Agent()`` and ``%llm`` (``set_default_model`` or ``$LLMSPELL_MODEL``).
+    """
+
+    def __init__(self, manager: ProviderManager) -> None:
+        self._manager = manager
+        self._default: str | None = None
+
+    def __repr__(self) -> str:
+        backends = ", ".join(self._manager.enabled()) or "none enabled"
+        return (
+            f"<LocalLLM: local models through llmspell (backends: {backends}; default model: "
+            f"{self.default_model or 'not set'}). Try LocalLLM.status(), LocalLLM.list(), "
+            "LocalLLM.pull(spec)>"
+        )
+
+    @property
+    def manager(self) -> ProviderManager:
+        """The kernel's provider manager (for what this object does not wrap)."""
+        return self._manager
+
+    # The default model ------------------------------------------------------------------------
+
+    @property
+    def default_model(self) -> str | None:
+        """The model ``Agent()`` and ``%llm`` use when none is named: the one set with
+        :meth:`set_default_model`, else ``$LLMSPELL_MODEL``, else None."""
+        if self._default is not None:
+            return self._default
+        return os.environ.get(MODEL_ENV, "").strip() or None
+
+    def set_default_model(self, spec: str | None) -> None:
+        """Use ``spec`` when no model is named; ``None`` goes back to ``$LLMSPELL_MODEL``."""
+        if spec is None:
+            self._default = None
+            return
+        self._default = str(parse_spec(spec))
+
+    def require_model(self, spec: str | None, hint: str) -> str:
+        """``spec`` if given, else the default model, else :class:`InvalidRequest` with ``hint``."""
+        chosen = spec if spec is not None else self.default_model
+        if chosen is None:
+            raise InvalidRequest(f"no model: {hint}")
+        return str(parse_spec(chosen))
+
+    # Queries ----------------------------------------------------------------------------------
+
+    def status(self, backend: str | None = None) -> dict[str, Row]:
+        """Each backend's health: ``{name: {available, version, models, loaded, reason}}``."""
+        return {name: h.to_dict() for name, h in self._manager.status(backend).items()}
+
+    def list(self, backend: str | None = None) -> Rows:
+        """Installed models. A backend that cannot be reached is named on stderr, not hidden."""
+        listing = self._manager.list_models(backend)
+        for name, reason in listing.errors.items():
+            print(f"note: backend {name} is unavailable: {reason}", file=sys.stderr)
+        return [model.list_row() for model in listing.models]
+
+    def available(self, backend: str | None = None, *, recommended: bool = False) -> Rows:
+        """Models that can be pulled."""
+        found = self._manager.available(backend, recommended_only=recommended)
+        return [model.to_dict() for model in found]
+
+    def info(self, spec: str) -> Row:
+        return self._manager.info(spec).to_dict()
+
+    def ps(self) -> Rows:
+        """Models held in memory."""
+        return [model.to_dict() for model in self._manager.ps()]
+
+    # Changes ----------------------------------------------------------------------------------
+
+    def pull(self, spec: str, force: bool = False, *, quantization: str | None = None) -> Row:
+        """Download a model, showing its progress on one updating line of the cell output."""
+        line = ProgressLine(sys.stdout)
+        try:
+            result = self._manager.pull(spec, line, force=force, quantization=quantization)
+        finally:
+            line.finish()
+        return result.to_dict()
+
+    def import_model(self, path: str | Path, name: str | None = None) -> Row:
+        """Register a GGUF file that is already on disk (llamacpp)."""
+        return self._manager.import_model(path, name).to_dict()
+
+    def remove(self, spec: str) -> Row:
+        return {"removed": self._manager.remove(spec)}
+
+    def load(self, spec: str) -> Row:
+        return self._manager.load(spec).to_dict()
+
+    def unload(self, spec: str) -> Row:
+        return {"unloaded": self._manager.unload(spec)}
+
+
+class ProgressLine:
+    """A progress callback drawing one self-overwriting line (``\\r``) on ``stream``.
+
+    Updates within one phase are throttled to one per ``interval`` seconds; a new phase is
+    always shown. Safe to call from any thread. :meth:`finish` ends the line.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._phase: str | None = None
+        self._last_draw = 0.0
+        self._width = 0
+        self._rate_start: tuple[float, int] | None = None
+        self.updates = 0
+
+    def __call__(self, progress: Progress) -> None:
+        with self._lock:
+            now = self._clock()
+            if progress.completed is not None and self._rate_start is None:
+                self._rate_start = (now, progress.completed)
+            new_phase = progress.phase != self._phase
+            if not new_phase and now - self._last_draw < self._interval:
+                return
+            self._phase = progress.phase
+            self._last_draw = now
+            self._draw(describe_progress(progress, self._rate(now, progress)))
+
+    def finish(self) -> None:
+        with self._lock:
+            if self._width:
+                self._stream.write("\n")
+                self._stream.flush()
+                self._width = 0
+
+    def _rate(self, now: float, progress: Progress) -> float | None:
+        if self._rate_start is None or progress.completed is None:
+            return None
+        start_time, start_bytes = self._rate_start
+        elapsed = now - start_time
+        return (progress.completed - start_bytes) / elapsed if elapsed >= 1.0 else None
+
+    def _draw(self, text: str) -> None:
+        padding = " " * max(0, self._width - len(text))
+        self._stream.write(f"\r{text}{padding}")
+        self._stream.flush()
+        self._width = len(text)
+        self.updates += 1
+
+
+def describe_progress(progress: Progress, rate: float | None = None) -> str:
+    """``gemma3-270m: downloading 45.2 MB / 253.1 MB (17%), 12.0 MB/s``."""
+    text = f"{progress.model}: {progress.phase}"
+    if progress.completed is not None and progress.total:
+        percent = 100 * progress.completed / progress.total
+        text += (
+            f" {format_bytes(progress.completed)} / {format_bytes(progress.total)} ({percent:.0f}%)"
+        )
+    elif progress.completed is not None:
+        text += f" {format_bytes(progress.completed)}"
+    if rate is not None and rate > 0:
+        text += f", {format_bytes(int(rate))}/s"
+    return text
+
+
+def format_bytes(count: int) -> str:
+    value, unit = float(count), "B"
+    for larger in ("kB", "MB", "GB", "TB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, larger
+    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"

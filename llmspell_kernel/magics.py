@@ -1,0 +1,160 @@
+"""The ``%llm`` / ``%%llm`` magics and the one-line display of llmspell errors in cells."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import sys
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from providers import LLMSpellError, Message
+
+from .agent import stream_chat
+from .local_llm import LocalLLM
+from .options import generation_options
+
+USAGE = """\
+%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] PROMPT
+%%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T]
+PROMPT (the cell body)
+
+Generates an answer with a local model and prints it as it is produced. Without -m the default
+model is used (LocalLLM.set_default_model(...) or $LLMSPELL_MODEL). Quote values with spaces;
+put -- before a prompt that starts with '-'."""
+
+NO_MODEL_HINT = "pass %llm -m SPEC or LocalLLM.set_default_model(...)"
+
+_FLAGS = {
+    "-m": "model",
+    "--model": "model",
+    "--system": "system",
+    "--max-tokens": "max_tokens",
+    "--temperature": "temperature",
+}
+
+
+@dataclass
+class MagicArgs:
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    prompt: str = ""
+
+
+def parse_magic(line: str, cell: str | None) -> MagicArgs:
+    """Parse the options of ``%llm`` (prompt = rest of the line) or ``%%llm`` (the cell body)."""
+    args = MagicArgs()
+    rest = line.strip()
+    while rest.startswith("-"):
+        flag, rest = _take_token(rest)
+        if flag == "--":
+            break
+        value: str | None = None
+        if flag.startswith("--") and "=" in flag:
+            flag, value = flag.split("=", 1)
+        field = _FLAGS.get(flag)
+        if field is None:
+            raise UsageError(f"unknown option {flag!r} for %llm\n{USAGE}")
+        if value is None:
+            if not rest.strip():
+                raise UsageError(f"option {flag} needs a value\n{USAGE}")
+            value, rest = _take_token(rest)
+        _set_option(args, field, flag, value)
+    rest = rest.strip()
+    if cell is None:
+        args.prompt = rest
+        if not args.prompt:
+            raise UsageError(f"%llm needs a prompt\n{USAGE}")
+    else:
+        if rest:
+            raise UsageError(
+                f"%%llm takes only options on its first line (got {rest!r}); "
+                "the prompt is the cell body"
+            )
+        args.prompt = cell.strip()
+        if not args.prompt:
+            raise UsageError(f"%%llm needs a prompt in the cell body\n{USAGE}")
+    return args
+
+
+def _take_token(text: str) -> tuple[str, str]:
+    """The first shell-like word of ``text`` (quotes removed) and the text after it."""
+    stream = io.StringIO(text)
+    lexer = shlex.shlex(stream, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    try:
+        token = lexer.get_token()
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"%llm: {exc} in {text!r}") from exc
+    if token is None or token == lexer.eof:
+        raise UsageError(f"%llm: expected a value in {text!r}")
+    return token, text[stream.tell() :]
+
+
+def _set_option(args: MagicArgs, field: str, flag: str, value: str) -> None:
+    if field in ("model", "system"):
+        setattr(args, field, value)
+        return
+    try:
+        number: int | float = int(value) if field == "max_tokens" else float(value)
+    except ValueError:
+        kind = "an integer" if field == "max_tokens" else "a number"
+        raise UsageError(f"{flag} must be {kind}, not {value!r}") from None
+    setattr(args, field, number)
+
+
+class LLMMagic:
+    """``%llm`` / ``%%llm`` bound to one :class:`LocalLLM`."""
+
+    def __init__(self, llm: LocalLLM) -> None:
+        self._llm = llm
+
+    def __call__(self, line: str, cell: str | None = None) -> None:
+        args = parse_magic(line, cell)
+        model = self._llm.require_model(args.model, NO_MODEL_HINT)
+        options = generation_options(
+            {"max_tokens": args.max_tokens, "temperature": args.temperature}, what="%llm"
+        )
+        messages = [Message("user", args.prompt)]
+        if args.system:
+            messages.insert(0, Message("system", args.system))
+        out = sys.stdout
+        ends_with_newline = True
+        pieces = stream_chat(self._llm.manager, model, messages, options)
+        try:
+            for piece in pieces:
+                out.write(piece)
+                out.flush()
+                ends_with_newline = piece.endswith("\n")
+        finally:
+            pieces.close()
+            if not ends_with_newline:
+                out.write("\n")
+                out.flush()
+
+
+LLMMagic.__call__.__doc__ = USAGE
+
+
+def show_llmspell_error(
+    shell: Any,
+    etype: type[BaseException],
+    value: BaseException,
+    tb: TracebackType | None,
+    tb_offset: int | None = None,
+) -> list[str]:
+    """IPython custom exception handler: one line ``ModelNotFound: ...`` instead of a traceback.
+
+    ``_showtraceback`` is the shell's own display hook for errors: a plain shell prints the
+    line, the kernel's shell publishes it as the cell's ``error`` output.
+    """
+    message = value.message if isinstance(value, LLMSpellError) else str(value)
+    lines = [f"{etype.__name__}: {message}"]
+    shell._showtraceback(etype, value, lines)
+    return lines
