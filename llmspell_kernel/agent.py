@@ -110,7 +110,7 @@ class Agent:
 
     def chat(self, text: str) -> str:
         """The model's answer to ``text`` as the next turn; both are added to ``history``."""
-        pieces = self.stream(text)
+        pieces = self._turn(Message("user", _user_text(text, "chat")))
         try:
             return "".join(pieces)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -107,6 +108,29 @@ def _set_option(args: MagicArgs, field: str, flag: str, value: str) -> None:
         kind = "an integer" if field == "max_tokens" else "a number"
         raise UsageError(f"{flag} must be {kind}, not {value!r}") from None
     setattr(args, field, number)
+
+
+_LLM_LINE = re.compile(r"(?P<indent>[ \t]*)%llm(?P<rest>[ \t][^\r\n]*)(?P<end>\r?\n)?")
+
+
+def protect_llm_lines(lines: list[str]) -> list[str]:
+    """IPython input transformer: hand ``%llm`` prompts to the magic verbatim.
+
+    Left to IPython, ``%llm Why is the sky blue?`` is read as a help request for ``blue`` (a
+    trailing ``?``), and quotes in the prompt go through Python's tokenizer. The body of a cell
+    magic is never touched.
+    """
+    if lines and lines[0].lstrip().startswith("%%"):
+        return lines
+    protected = []
+    for line in lines:
+        match = _LLM_LINE.fullmatch(line)
+        if match is None or not match["rest"].strip():
+            protected.append(line)
+            continue
+        call = f"get_ipython().run_line_magic('llm', {match['rest'].strip()!r})"
+        protected.append(f"{match['indent']}{call}{match['end'] or ''}")
+    return protected
 
 
 class LLMMagic:

@@ -11,7 +11,7 @@ from providers import LLMSpellError, ProviderManager
 
 from .agent import Agent, bind_agent
 from .local_llm import LocalLLM
-from .magics import LLMMagic, show_llmspell_error
+from .magics import LLMMagic, protect_llm_lines, show_llmspell_error
 
 __all__ = ["Agent", "LocalLLM", "install_namespace"]
 
@@ -26,4 +26,6 @@ def install_namespace(shell: Any, manager: ProviderManager) -> None:
     shell.user_ns["LocalLLM"] = llm
     shell.user_ns["Agent"] = bind_agent(llm)
     shell.register_magic_function(LLMMagic(llm).__call__, magic_kind="line_cell", magic_name="llm")
+    if protect_llm_lines not in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.append(protect_llm_lines)
     shell.set_custom_exc((LLMSpellError,), show_llmspell_error)
