@@ -99,7 +99,7 @@ class Faults:
     """Failures to inject in ``resolve`` downloads (GET only). Counters count down to 0."""
 
     drop_at: int | None = None
-    """Cut the connection when a response reaches this file offset."""
+    """Cut the connection when a response reaches this file offset (at once if it starts there)."""
     drop_times: int | None = None
     """How many responses to cut (None: every one)."""
     corrupt: bool = False
@@ -412,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
             return status
 
         cut = None
-        if faults.drop_at is not None and start < faults.drop_at < end and faults.drop_times != 0:
+        if faults.drop_at is not None and start <= faults.drop_at < end and faults.drop_times != 0:
             cut = faults.drop_at
             if faults.drop_times is not None:
                 faults.drop_times -= 1

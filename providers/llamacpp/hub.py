@@ -41,7 +41,6 @@ ENDPOINT_ENV = "HF_ENDPOINT"
 OFFLINE_ENV = "HF_HUB_OFFLINE"
 API_TIMEOUT = 30.0
 """Seconds for metadata requests and for each read of a download (a stalled transfer)."""
-CHUNK_SIZE = 1 << 16
 PARTIAL_SUFFIX = ".partial"
 MAX_PROGRESS_EVENTS = 200
 """Progress is reported at most about this many times per file (plus the first and last)."""
@@ -352,11 +351,13 @@ class _Target:
 
 
 def _fetch(file: HubFile, url: str, target: _Target, cancel: threading.Event | None) -> None:
+    if target.size >= file.size:
+        return  # an earlier call got every byte; verification decides
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     address = hf_hub_url(file.repo, file.filename, revision=file.revision, endpoint=url)
-    headers = {**build_hf_headers(), "Accept-Encoding": "identity"}
+    headers = {**build_hf_headers(library_name="llmspell"), "Accept-Encoding": "identity"}
     failures = 0
     timeout = httpx.Timeout(API_TIMEOUT, connect=10.0)
     with httpx.Client(follow_redirects=True, timeout=timeout, headers=headers) as client:
@@ -403,7 +404,9 @@ def _transfer(
                 _raise_for_status(response, file)
             if start and status != 206:
                 target.reset()  # the server ignored the Range header: start over
-            for chunk in response.iter_bytes(CHUNK_SIZE):
+            # As received (no re-chunking), so that bytes that arrived before a broken
+            # connection reach the partial file instead of dying in a buffer.
+            for chunk in response.iter_raw():
                 _check_cancel(file, cancel)
                 if target.size + len(chunk) > file.size:
                     raise ChecksumMismatch(
