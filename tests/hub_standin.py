@@ -131,7 +131,7 @@ class HubStandin:
     repos: dict[str, Repo] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
     requests: list[RequestRecord] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
+    _server: _Server | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

@@ -214,9 +214,13 @@ def test_a_second_download_of_the_same_file_is_refused_while_one_runs(
     started = threading.Event()
     outcome: list[object] = []
 
+    def progress(done: int, total: int) -> None:
+        if done:
+            started.set()
+
     def first() -> None:
         try:
-            outcome.append(download(file, dest, lambda done, _: done and started.set()))
+            outcome.append(download(file, dest, progress))
         except Exception as exc:
             outcome.append(exc)
 
