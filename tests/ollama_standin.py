@@ -305,6 +305,8 @@ class OllamaStandin:
         )
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.connections: set[socket.socket] = set()
+        """Open client connections, closed by ``stop()`` as a dying server's would be."""
 
     @property
     def url(self) -> str:
@@ -333,6 +335,13 @@ class OllamaStandin:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        with self.lock:
+            connections, self.connections = list(self.connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -349,6 +358,16 @@ class OllamaStandin:
 class _Handler(BaseHTTPRequestHandler):
     standin: OllamaStandin
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.standin.lock:
+            self.standin.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.standin.lock:
+            self.standin.connections.discard(self.connection)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the tests read ``standin.requests`` instead."""
@@ -400,7 +419,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             route(body)
         except _Abort:
-            self.close_connection = True
+            # Only a truncated stream loses its connection; the others ended their stream.
+            self.close_connection = fault is not None and fault.kind == "truncated"
         except (BrokenPipeError, ConnectionResetError):
             # The client went away (a cancelled stream): nothing more to send.
             self.close_connection = True

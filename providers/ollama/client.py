@@ -85,7 +85,14 @@ class OllamaClient:
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout)
         with self._translated(path, model, failure):
-            response = self._http.request(method, path, json=body, **extra)
+            try:
+                response = self._http.request(method, path, json=body, **extra)
+            except httpx.RemoteProtocolError:
+                # A pooled keep-alive connection the server had just closed: a GET is safe to
+                # send again, once, on a fresh connection.
+                if method != "GET":
+                    raise
+                response = self._http.request(method, path, json=body, **extra)
         if response.is_error:
             raise self._status_error(response.status_code, response.text, model, failure)
         if not response.content.strip():
