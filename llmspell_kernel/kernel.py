@@ -1,0 +1,194 @@
+# ipykernel is only partly annotated: calls into it are untyped.
+# mypy: disallow-untyped-calls=False
+"""LLMSpellKernel: IPython's kernel plus the ``model_request`` protocol of SPEC §5.
+
+The kernel owns one :class:`ProviderManager`. Every model request is validated, then run on a
+worker thread (the event loop of its shell never blocks); progress and generated text are
+handed back to that loop and published on IOPub, parented to the request, as they happen.
+Every request gets exactly one ``model_reply``, whatever goes wrong.
+
+Interrupts: ``interrupt_request`` (and SIGINT) set the cancel flag of every running model
+operation, in addition to interrupting a running cell the usual way. An embedded kernel
+(``signal_interrupts = False``) never signals its host process: cancellation is cooperative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import signal
+import threading
+from collections.abc import Callable
+from functools import partial
+from types import FrameType
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+from ipykernel.kernelbase import Kernel
+from traitlets import Bool, Unicode
+
+from providers.config import Config
+from providers.errors import ConfigError, LLMSpellError
+from providers.manager import ProviderManager
+
+from . import __version__, commands
+from .protocol import (
+    PROGRESS_TYPE,
+    PROTOCOL_VERSION,
+    REPLY_TYPE,
+    REQUEST_TYPE,
+    STREAM_TYPE,
+    command_of,
+    error_reply,
+    ok_reply,
+    parse_request,
+)
+
+
+class LLMSpellKernel(IPythonKernel):
+    implementation = "llmspell"
+    implementation_version = __version__
+    banner = f"llmspell {__version__}: local LLMs in an IPython kernel (LocalLLM, Agent, %llm)"
+
+    msg_types = [*Kernel.msg_types, REQUEST_TYPE]  # noqa: RUF012 (ipykernel reads a list)
+
+    config_path = Unicode(
+        None, allow_none=True, help="llmspell config file (default: $LLMSPELL_CONFIG)"
+    ).tag(config=True)
+    signal_interrupts = Bool(
+        True,
+        help="Send SIGINT to the process on interrupt_request (off for an embedded kernel, "
+        "which must not signal its host).",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._operations: dict[str, commands.Operation] = {}
+        self._operations_lock = threading.Lock()
+        self.config_error: ConfigError | None = None
+        try:
+            config = Config.load(self.config_path)
+        except ConfigError as exc:
+            # The kernel still starts: every model request answers with this error.
+            self.config_error = exc
+            self.log.error("llmspell configuration: %s", exc.message)
+            config = Config()
+        self.manager = ProviderManager(config)
+        if self.config_error is None:
+            self._install_namespace()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._sigint_cancel)
+
+    def _install_namespace(self) -> None:
+        from .namespace import install_namespace
+
+        install_namespace(self.shell, self.manager)
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = dict(super().kernel_info)
+        info["llmspell"] = {"protocol_version": PROTOCOL_VERSION, "version": __version__}
+        return info
+
+    # model_request --------------------------------------------------------------------------
+
+    async def model_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        content = parent.get("content")
+        command = command_of(content)
+        msg_id = parent["header"]["msg_id"]
+        try:
+            request = parse_request(content)
+            if self.config_error is not None:
+                raise self.config_error
+            loop = asyncio.get_running_loop()
+            op = commands.Operation(
+                publish_progress=self._publisher(loop, PROGRESS_TYPE, parent),
+                publish_stream=self._publisher(loop, STREAM_TYPE, parent),
+            )
+            with self._operations_lock:
+                self._operations[msg_id] = op
+            try:
+                result = await loop.run_in_executor(None, commands.run, self.manager, request, op)
+            finally:
+                with self._operations_lock:
+                    self._operations.pop(msg_id, None)
+            reply = ok_reply(request.command, result)
+        except (Exception, KeyboardInterrupt) as exc:
+            if not isinstance(exc, LLMSpellError | KeyboardInterrupt):
+                self.log.error("model_request %s failed", command, exc_info=exc)
+            reply = error_reply(command, exc)
+        self._send_reply(stream, ident, parent, reply)
+
+    def _send_reply(
+        self, stream: Any, ident: Any, parent: dict[str, Any], reply: dict[str, Any]
+    ) -> None:
+        try:
+            # Values a backend put in a result that JSON cannot carry (a Path...) become text.
+            content = json.loads(json.dumps(reply, default=str))
+        except (TypeError, ValueError) as exc:
+            content = error_reply(reply.get("command"), exc)
+        assert self.session is not None
+        self.session.send(stream, REPLY_TYPE, content, parent, ident)
+
+    def _publisher(
+        self, loop: asyncio.AbstractEventLoop, msg_type: str, parent: dict[str, Any]
+    ) -> Callable[[dict[str, Any]], None]:
+        # Worker threads hand messages to the request's own loop, so they leave in order with
+        # the reply and the final idle status (which that loop's thread publishes).
+        def publish(content: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(partial(self._publish, msg_type, parent, content))
+
+        return publish
+
+    def _publish(self, msg_type: str, parent: dict[str, Any], content: dict[str, Any]) -> None:
+        assert self.session is not None
+        self.session.send(
+            self.iopub_socket, msg_type, content, parent=parent, ident=self._topic(msg_type)
+        )
+
+    # Interrupts -----------------------------------------------------------------------------
+
+    def cancel_operations(self) -> int:
+        """Ask every running model operation to stop; returns how many there were."""
+        with self._operations_lock:
+            running = list(self._operations.values())
+        for op in running:
+            op.cancel.set()
+        return len(running)
+
+    async def interrupt_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        cancelled = self.cancel_operations()
+        self.log.info("interrupt: cancelling %d model operation(s)", cancelled)
+        if self.signal_interrupts:
+            await super().interrupt_request(stream, ident, parent)
+        else:
+            assert self.session is not None
+            self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    def _sigint_cancel(self, signum: int, frame: FrameType | None) -> None:
+        self.cancel_operations()
+
+    def _sigint_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self.cancel_operations()
+        raise KeyboardInterrupt
+
+    def pre_handler_hook(self) -> None:
+        # The base class makes SIGINT raise KeyboardInterrupt during every handler. While a
+        # model request awaits its worker that would tear through the event loop, so there it
+        # only cancels; during other requests (cells) it also cancels model operations.
+        header = self.get_parent("shell").get("header", {})
+        handler = (
+            self._sigint_cancel
+            if header.get("msg_type") == REQUEST_TYPE
+            else self._sigint_interrupt
+        )
+        self.saved_sigint_handler = signal.signal(signal.SIGINT, handler)
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        self.cancel_operations()
+        self.manager.close()
+        result = super().do_shutdown(restart)
+        if inspect.isawaitable(result):
+            result = await result
+        return dict(result)
