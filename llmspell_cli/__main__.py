@@ -1,0 +1,5 @@
+"""``python -m llmspell_cli``: the same as the ``llmspell`` command."""
+
+from .app import main
+
+main()

@@ -1,0 +1,171 @@
+"""The ``llmspell`` command: global options, sub-command groups and exit codes.
+
+Exit codes: 0 ok; 1 the operation failed (one ``error: ...`` line on stderr, the traceback only
+with ``--log-level debug``); 2 a usage error (unknown command or option, bad option value);
+130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from providers.errors import LLMSpellError
+
+from .commands import chat, kernel, model, run
+from .context import CliState, state
+from .output import Output
+
+log = logging.getLogger("llmspell_cli")
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class LLMSpellGroup(TyperGroup):
+    """The root group: turns failures of any sub-command into one error line and exit 1."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except LLMSpellError as exc:
+            _fail(ctx, type(exc).__name__, exc.message, exc)
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt, BrokenPipeError):
+            raise
+        except Exception as exc:
+            _fail(ctx, type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}", exc)
+
+
+def _fail(ctx: typer.Context, ename: str, message: str, exc: BaseException) -> None:
+    cli = ctx.obj if isinstance(ctx.obj, CliState) else None
+    output = cli.output if cli else Output(json_mode=False, stdout=sys.stdout, stderr=sys.stderr)
+    if cli is not None and cli.debug:
+        output.write_err("".join(traceback.format_exception(exc)))
+    output.error(ename, message)
+    raise typer.Exit(1) from exc
+
+
+EPILOG = (
+    "Without --connect the kernel runs inside this process; with it, the command runs on the"
+    " kernel given by connection file or name (see 'llmspell kernel start'). Output is the"
+    " same in both modes. With --output json every command prints one JSON document on stdout;"
+    ' a failure prints {"error": {"ename": ..., "evalue": ...}} there. Errors are also one line'
+    " on stderr. Exit codes: 0 ok, 1 failed, 2 usage error, 130 interrupted."
+)
+
+app = typer.Typer(
+    cls=LLMSpellGroup,
+    name="llmspell",
+    help="Local LLMs behind a Jupyter kernel: manage models, run scripts, chat.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(model.app, name="model")
+app.add_typer(kernel.app, name="kernel")
+run.register(app)
+chat.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("llmspell")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            text = "unknown"
+        typer.echo(f"llmspell {text}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    connect: Annotated[
+        str | None,
+        typer.Option(
+            "--connect",
+            metavar="FILE_OR_NAME",
+            help="Use a running kernel: its connection file, or a name found in the Jupyter"
+            " runtime directory (like 'jupyter console --existing').",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            exists=True,
+            dir_okay=False,
+            help="Configuration file for the embedded kernel (default: $LLMSPELL_CONFIG, then"
+            " the user config file).",
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option("--output", "-o", case_sensitive=False, help="text or json."),
+    ] = OutputFormat.text,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            "--log-level", case_sensitive=False, help="Logging level (debug shows tracebacks)."
+        ),
+    ] = LogLevel.warning,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Local LLMs behind a Jupyter kernel: manage models, run scripts, chat."""
+    out = Output(json_mode=output is OutputFormat.json, stdout=sys.stdout, stderr=sys.stderr)
+    cli = CliState(output=out, connect=connect, config=config, debug=log_level is LogLevel.debug)
+    ctx.obj = cli
+    restore_logging = _configure_logging(log_level, sys.stderr)
+    ctx.call_on_close(cli.close)
+    ctx.call_on_close(restore_logging)
+
+
+def _configure_logging(level: LogLevel, stream: Any) -> Callable[[], None]:
+    """Send log records to ``stream`` at ``level``; returns the function that undoes it."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.value.upper()))
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+    return restore
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="llmspell")
+
+
+__all__ = ["app", "main", "state"]

@@ -1,0 +1,177 @@
+"""``llmspell prompt`` (one completion) and ``llmspell chat`` (a conversation).
+
+Both send ``generate`` requests with ``messages`` and ``stream=True`` and print the text as the
+kernel streams it. ``chat`` keeps the history on this side and sends it whole with each turn.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from ..context import CliState, state
+
+CHAT_HELP = "/exit or Ctrl-D ends the chat, /reset forgets the history, Ctrl-C stops an answer."
+
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", "-m", metavar="SPEC", help="Model spec, e.g. gemma3-270m@llamacpp."),
+]
+SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+MaxTokensOption = Annotated[
+    int | None, typer.Option("--max-tokens", min=1, help="Stop after this many tokens.")
+]
+TemperatureOption = Annotated[
+    float | None, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature.")
+]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+
+
+def _options(max_tokens: int | None, temperature: float | None, seed: int | None) -> dict[str, Any]:
+    given = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _generate(
+    cli: CliState,
+    model: str,
+    messages: list[dict[str, str]],
+    options: dict[str, Any],
+    *,
+    on_stream: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One generation; streamed to stdout in text mode, whole in JSON mode."""
+    if cli.json_mode:
+        return cli.request("generate", model=model, messages=messages, options=options)
+    return cli.request(
+        "generate",
+        model=model,
+        messages=messages,
+        options=options,
+        stream=True,
+        on_stream=on_stream or cli.output.write,
+    )
+
+
+class _StreamedAnswer:
+    """Prints an answer's pieces as they arrive and keeps them (for an interrupted answer)."""
+
+    def __init__(self, cli: CliState) -> None:
+        self.cli = cli
+        self.pieces: list[str] = []
+
+    def __call__(self, piece: str) -> None:
+        self.pieces.append(piece)
+        self.cli.output.write(piece)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prompt")(prompt)
+    app.command("chat")(chat)
+
+
+def prompt(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="The prompt; '-' reads stdin.")],
+    model: ModelOption,
+    system: SystemOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Generate one answer to TEXT, streamed as it is produced."""
+    cli = state(ctx)
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="TEXT")
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": text})
+    result = _generate(cli, model, messages, _options(max_tokens, temperature, seed))
+    if cli.json_mode:
+        cli.output.document(result)
+    else:
+        cli.output.write("\n")
+
+
+def chat(
+    ctx: typer.Context,
+    model: ModelOption,
+    system: SystemOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    seed: SeedOption = None,
+) -> None:
+    """Talk with a model; the conversation is kept until you leave.
+
+    /exit or Ctrl-D ends the chat, /reset forgets the history, Ctrl-C stops the current answer
+    (Ctrl-C at the prompt leaves). With --output json, lines are read from stdin without
+    prompts and the whole transcript is printed at the end.
+    """
+    cli = state(ctx)
+    out = cli.output
+    options = _options(max_tokens, temperature, seed)
+    base = [{"role": "system", "content": system}] if system else []
+    history: list[dict[str, str]] = list(base)
+    turns: list[dict[str, Any]] = []
+    if cli.json_mode:
+        cli.request("load", model=model)
+    else:
+        from ..progress import ModelProgress
+
+        with ModelProgress(out.err, model) as progress:
+            loaded = cli.request("load", model=model, on_progress=progress)
+        out.note(f"chatting with {loaded.get('model', {}).get('id', model)}. {CHAT_HELP}")
+    while True:
+        try:
+            line = _read_line(cli)
+        except (EOFError, KeyboardInterrupt):
+            if not cli.json_mode:
+                out.write("\n")
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit", "/bye"):
+            break
+        if text == "/reset":
+            history = list(base)
+            out.note("history cleared")
+            continue
+        if text in ("/help", "/?"):
+            out.note(CHAT_HELP)
+            continue
+        history.append({"role": "user", "content": text})
+        answer = _StreamedAnswer(cli)
+        try:
+            result = _generate(cli, model, history, options, on_stream=answer)
+            if not cli.json_mode:
+                out.write("\n")
+        except KeyboardInterrupt:
+            # The client has interrupted the generation; the chat goes on. The user sees the
+            # partial answer, so it stays in the history (an empty one drops the question).
+            partial = "".join(answer.pieces)
+            if partial:
+                history.append({"role": "assistant", "content": partial})
+            else:
+                history.pop()
+            out.write("\n")
+            out.note("[answer interrupted]")
+            continue
+        reply = str(result.get("text", ""))
+        history.append({"role": "assistant", "content": reply})
+        turns.append({"user": text, "assistant": reply, "metrics": result.get("metrics")})
+    if cli.json_mode:
+        out.document({"model": model, "messages": history, "turns": turns})
+
+
+def _read_line(cli: CliState) -> str:
+    if cli.json_mode:
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line
+    return cli.output.out.input("[bold green]>>> [/]")

@@ -1,0 +1,154 @@
+"""``llmspell kernel ...``: start, list and stop kernel processes; install the kernelspec."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..context import state
+from ..output import short_time
+
+if TYPE_CHECKING:
+    from llmspell_kernel.process import KernelRecord
+
+app = typer.Typer(
+    help="Start, list and stop llmspell kernels; install the kernelspec.", no_args_is_help=True
+)
+
+
+def record_dict(record: KernelRecord) -> dict[str, Any]:
+    """A kernel record as JSON-ready data."""
+    return record.to_dict()
+
+
+def _ip_option(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an IP address") from exc
+    return value
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    daemon: Annotated[
+        bool, typer.Option("--daemon", "-d", help="Run in the background and return.")
+    ] = False,
+    ip: Annotated[
+        str, typer.Option("--ip", callback=_ip_option, help="Address to listen on.")
+    ] = "127.0.0.1",
+    connection_file: Annotated[
+        Path | None,
+        typer.Option("--connection-file", "-f", dir_okay=False, help="Where to write it."),
+    ] = None,
+) -> None:
+    """Start a kernel; connect to it with --connect ID or --connect FILE.
+
+    In the foreground it runs until Ctrl-C; with --daemon it keeps running after this returns
+    (stop it with 'llmspell kernel stop ID').
+    """
+    from llmspell_kernel.process import start_kernel
+
+    cli = state(ctx)
+    out = cli.output
+
+    def announce(record: KernelRecord) -> None:
+        if cli.json_mode:
+            out.document(record_dict(record))
+            return
+        out.line(f"kernel {record.id} (pid {record.pid})")
+        out.line(f"connection file: {record.connection_file}")
+        out.note(f"connect with: llmspell --connect {record.id} ...")
+        if not daemon:
+            out.note("running in the foreground; Ctrl-C stops it")
+
+    # Foreground: returns when the kernel exits (Ctrl-C stops it cleanly).
+    record = start_kernel(
+        daemon=daemon,
+        ip=ip,
+        connection_file=connection_file,
+        config_path=cli.config,
+        on_ready=announce,
+    )
+    if not daemon:
+        out.note(f"kernel {record.id} stopped")
+
+
+@app.command("list")
+def list_kernels(ctx: typer.Context) -> None:
+    """Kernels started by llmspell on this machine."""
+    from llmspell_kernel.process import list_kernels as running_kernels
+
+    cli = state(ctx)
+    records = [record_dict(record) for record in running_kernels()]
+    if cli.json_mode:
+        cli.output.document({"kernels": records})
+        return
+    rows = [
+        [
+            str(r["id"]),
+            str(r["pid"]),
+            str(r["ip"]),
+            short_time(r["started_at"]),
+            "yes" if r["alive"] else "no",
+            r["connection_file"],
+        ]
+        for r in records
+    ]
+    cli.output.table(
+        ["ID", "PID", "IP", "STARTED", "ALIVE", "CONNECTION FILE"],
+        rows,
+        empty="no kernels running",
+    )
+
+
+@app.command()
+def stop(
+    ctx: typer.Context,
+    kernel_id: Annotated[
+        str | None,
+        typer.Argument(metavar="[ID]", help="Kernel id or connection file."),
+    ] = None,
+    all_kernels: Annotated[bool, typer.Option("--all", help="Stop every kernel.")] = False,
+) -> None:
+    """Stop a kernel (by id or connection file), or all of them."""
+    if (kernel_id is None) == (not all_kernels):
+        raise typer.BadParameter("give a kernel ID or --all (not both)", param_hint="ID")
+    from llmspell_kernel.process import stop_all, stop_kernel
+
+    cli = state(ctx)
+    stopped = stop_all() if all_kernels else [stop_kernel(kernel_id or "")]
+    if cli.json_mode:
+        cli.output.document({"stopped": [record_dict(record) for record in stopped]})
+        return
+    if not stopped:
+        cli.output.note("no kernels running")
+    for record in stopped:
+        cli.output.line(f"stopped kernel {record.id} (pid {record.pid})")
+
+
+@app.command()
+def install(
+    ctx: typer.Context,
+    user: Annotated[
+        bool, typer.Option("--user", help="Install for this user (the default).")
+    ] = False,
+    sys_prefix: Annotated[
+        bool, typer.Option("--sys-prefix", help="Install into this Python environment.")
+    ] = False,
+) -> None:
+    """Install the 'llmspell' kernelspec so Jupyter can start the kernel."""
+    from llmspell_kernel.kernelspec import install as install_kernelspec
+
+    if user and sys_prefix:
+        raise typer.BadParameter("--user and --sys-prefix exclude each other", param_hint="--user")
+    cli = state(ctx)
+    path = install_kernelspec(user=not sys_prefix, sys_prefix=sys_prefix)
+    if cli.json_mode:
+        cli.output.document({"kernelspec": str(path)})
+    else:
+        cli.output.line(f"installed kernelspec 'llmspell' in {path}")

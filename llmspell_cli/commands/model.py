@@ -1,0 +1,331 @@
+"""``llmspell model ...``: every model operation, sent to the kernel as a ``model_request``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from providers.errors import InvalidModelSpec
+from providers.spec import normalize_backend
+
+from .. import ollama_install
+from ..context import state
+from ..output import Output, human_size, short_time
+from ..progress import ModelProgress
+
+app = typer.Typer(help="List, pull, inspect, load and remove models.", no_args_is_help=True)
+
+
+def _backend_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize_backend(value)
+    except InvalidModelSpec as exc:
+        raise typer.BadParameter(exc.message) from exc
+
+
+BackendOption = Annotated[
+    str | None,
+    typer.Option("--backend", "-b", callback=_backend_option, help="ollama or llamacpp."),
+]
+SpecArgument = Annotated[
+    str, typer.Argument(metavar="SPEC", help="Model spec: [provider/]model[:variant][@backend].")
+]
+
+
+def _yes_no(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+@app.command("list")
+def list_models(
+    ctx: typer.Context,
+    backend: BackendOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show family and parameter size.")
+    ] = False,
+) -> None:
+    """Installed models of every backend (or of one)."""
+    cli = state(ctx)
+    result = cli.request("list", backend=backend)
+    if cli.json_mode:
+        cli.output.document(result)
+        return
+    columns = ["ID", "BACKEND", "SIZE", "QUANTIZATION", "MODIFIED", "LOADED"]
+    if verbose:
+        columns += ["FAMILY", "PARAMETERS"]
+    rows = []
+    for model in result.get("models", []):
+        row = [
+            str(model.get("id")),
+            str(model.get("backend")),
+            human_size(model.get("size_bytes")),
+            model.get("quantization") or "-",
+            short_time(model.get("modified_at")),
+            _yes_no(model.get("loaded")),
+        ]
+        if verbose:
+            row += [model.get("family") or "-", model.get("parameter_size") or "-"]
+        rows.append(row)
+    cli.output.table(columns, rows, empty="no models installed (try 'llmspell model available')")
+    for name, reason in sorted(result.get("errors", {}).items()):
+        cli.output.note(f"{name}: unavailable — {reason}", style="yellow")
+
+
+@app.command()
+def pull(
+    ctx: typer.Context,
+    spec: SpecArgument,
+    force: Annotated[bool, typer.Option("--force", help="Download again if installed.")] = False,
+    quantization: Annotated[
+        str | None,
+        typer.Option("--quantization", "-q", help="Quantization to pull (e.g. Q4_K_M)."),
+    ] = None,
+) -> None:
+    """Download a model, with a live progress bar (bytes, speed, ETA)."""
+    cli = state(ctx)
+    if cli.json_mode:
+        result = cli.request("pull", model=spec, force=force, quantization=quantization)
+        cli.output.document(result)
+        return
+    with ModelProgress(cli.output.err, spec) as progress:
+        result = cli.request(
+            "pull", model=spec, force=force, quantization=quantization, on_progress=progress
+        )
+    model = result.get("model", {})
+    seconds = float(result.get("seconds") or 0.0)
+    cli.output.line(
+        f"pulled {model.get('id')} ({human_size(model.get('size_bytes'))},"
+        f" {human_size(result.get('bytes'))} downloaded in {seconds:.1f} s)"
+    )
+
+
+@app.command()
+def remove(
+    ctx: typer.Context,
+    spec: SpecArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an installed model (asks first unless -y)."""
+    cli = state(ctx)
+    if not yes:
+        try:
+            confirmed = typer.confirm(f"Remove model {spec}?", err=True)
+        except typer.Abort:  # no terminal / end of input: nobody said yes
+            confirmed = False
+        if not confirmed:
+            cli.output.error("Cancelled", f"{spec} not removed (confirm, or pass -y)")
+            raise typer.Exit(1)
+    result = cli.request("remove", model=spec)
+    if cli.json_mode:
+        cli.output.document(result)
+    else:
+        cli.output.line(f"removed {result.get('removed')}")
+
+
+@app.command()
+def info(ctx: typer.Context, spec: SpecArgument) -> None:
+    """Details of an installed model (from its GGUF metadata or the Ollama server)."""
+    cli = state(ctx)
+    result = cli.request("info", model=spec)
+    if cli.json_mode:
+        cli.output.document(result)
+        return
+    model = result.get("model", {})
+    pairs: list[tuple[str, Any]] = [
+        ("id", model.get("id")),
+        ("backend", model.get("backend")),
+        ("format", model.get("format")),
+        ("size", human_size(model.get("size_bytes"))),
+        ("architecture", model.get("architecture")),
+        ("family", model.get("family")),
+        ("parameters", model.get("parameter_size")),
+        ("quantization", model.get("quantization")),
+        ("context length", model.get("context_length")),
+        ("chat template", model.get("chat_template")),
+        ("modified", short_time(model.get("modified_at"))),
+        ("loaded", _yes_no(model.get("loaded"))),
+    ]
+    details = model.get("details") or {}
+    if isinstance(details, dict):
+        pairs += [(str(key), value) for key, value in sorted(details.items())]
+    cli.output.fields(pairs)
+
+
+@app.command()
+def available(
+    ctx: typer.Context,
+    backend: BackendOption = None,
+    recommended: Annotated[
+        bool, typer.Option("--recommended", help="Only the recommended models.")
+    ] = False,
+) -> None:
+    """Models that can be pulled."""
+    cli = state(ctx)
+    result = cli.request("available", backend=backend, recommended=recommended or None)
+    if cli.json_mode:
+        cli.output.document(result)
+        return
+    rows = [
+        [
+            str(model.get("name")),
+            str(model.get("backend")),
+            ", ".join(model.get("variants") or []) or "-",
+            human_size(model.get("size_bytes")),
+            "yes" if model.get("recommended") else "",
+            str(model.get("description") or ""),
+        ]
+        for model in result.get("models", [])
+    ]
+    cli.output.table(
+        ["NAME", "BACKEND", "VARIANTS", "SIZE", "RECOMMENDED", "DESCRIPTION"],
+        rows,
+        empty="no models available",
+    )
+
+
+@app.command()
+def status(ctx: typer.Context, backend: BackendOption = None) -> None:
+    """Whether each backend works, its version and model counts."""
+    cli = state(ctx)
+    result = cli.request("status", backend=backend)
+    if cli.json_mode:
+        cli.output.document(result)
+        return
+    rows = [
+        [
+            name,
+            _yes_no(health.get("available")),
+            health.get("version") or "-",
+            str(health.get("models", 0)),
+            str(health.get("loaded", 0)),
+            health.get("reason") or "",
+        ]
+        for name, health in sorted(result.get("backends", {}).items())
+    ]
+    cli.output.table(["BACKEND", "AVAILABLE", "VERSION", "MODELS", "LOADED", "REASON"], rows)
+
+
+@app.command("import")
+def import_model(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A GGUF file on the kernel's machine.")],
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Store id, e.g. gemma3-270m[:Q4_K_M].")
+    ] = None,
+) -> None:
+    """Register a GGUF file that is already on disk (llamacpp)."""
+    cli = state(ctx)
+    # Relative paths mean this shell's directory, not the kernel's.
+    result = cli.request("import", path=str(path.expanduser().absolute()), name=name)
+    if cli.json_mode:
+        cli.output.document(result)
+        return
+    model = result.get("model", {})
+    cli.output.line(f"imported {model.get('id')} ({human_size(model.get('size_bytes'))})")
+
+
+@app.command()
+def load(ctx: typer.Context, spec: SpecArgument) -> None:
+    """Bring a model into memory now (generation loads it on demand otherwise)."""
+    cli = state(ctx)
+    if cli.json_mode:
+        cli.output.document(cli.request("load", model=spec))
+        return
+    with ModelProgress(cli.output.err, spec) as progress:
+        result = cli.request("load", model=spec, on_progress=progress)
+    cli.output.line(f"loaded {result.get('model', {}).get('id', spec)}")
+
+
+@app.command()
+def unload(ctx: typer.Context, spec: SpecArgument) -> None:
+    """Free a loaded model's memory."""
+    cli = state(ctx)
+    result = cli.request("unload", model=spec)
+    if cli.json_mode:
+        cli.output.document(result)
+    else:
+        cli.output.line(f"unloaded {result.get('unloaded')}")
+
+
+@app.command()
+def ps(ctx: typer.Context) -> None:
+    """Models held in memory."""
+    cli = state(ctx)
+    result = cli.request("ps")
+    if cli.json_mode:
+        cli.output.document(result)
+        return
+    rows = [
+        [
+            str(model.get("id")),
+            str(model.get("backend")),
+            human_size(model.get("size_bytes")),
+            short_time(model.get("expires_at")) if model.get("expires_at") else "never",
+        ]
+        for model in result.get("models", [])
+    ]
+    cli.output.table(["ID", "BACKEND", "SIZE", "EXPIRES"], rows, empty="no models loaded")
+
+
+@app.command("install-ollama")
+def install_ollama(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Run the steps without asking.")] = False,
+) -> None:
+    """Print the official Ollama install steps for this system; run them after a yes."""
+    cli = state(ctx)
+    plan = ollama_install.plan_for_this_system()
+    installed = shutil.which("ollama")
+    report: dict[str, Any] = {
+        "system": plan.system,
+        "steps": list(plan.steps),
+        "command": plan.command,
+        "installed_at": installed,
+        "ran": False,
+        "returncode": None,
+    }
+    if not cli.json_mode:
+        cli.output.line(f"Install Ollama on {plan.system} (official steps):", style="bold")
+        for step in plan.steps:
+            cli.output.line(f"  {step}")
+    if installed:
+        cli.output.note(f"ollama is already installed: {installed}")
+        _finish(cli.json_mode, cli.output, report)
+        return
+    if plan.command is None:
+        if yes:
+            cli.output.error(
+                "UnsupportedOperation",
+                f"the steps for {plan.system} cannot be run from here; follow them above",
+            )
+            raise typer.Exit(1)
+        _finish(cli.json_mode, cli.output, report)
+        return
+    if not yes:
+        try:
+            yes = typer.confirm(f"Run '{plan.command_text}' now?", err=True)
+        except typer.Abort:  # no terminal / end of input: nobody said yes
+            yes = False
+    if not yes:
+        cli.output.note("not run (answer yes, or pass -y, to install)")
+        _finish(cli.json_mode, cli.output, report)
+        return
+    returncode = ollama_install.run(plan)
+    report.update(ran=True, returncode=returncode)
+    if returncode != 0:
+        if cli.json_mode:
+            cli.output.document(report)
+        cli.output.note(f"error: '{plan.command_text}' failed with exit status {returncode}")
+        raise typer.Exit(1)
+    cli.output.note("ollama installed; start it with 'ollama serve'")
+    _finish(cli.json_mode, cli.output, report)
+
+
+def _finish(json_mode: bool, output: Output, report: dict[str, Any]) -> None:
+    if json_mode:
+        output.document(report)

@@ -1,0 +1,91 @@
+"""The state of one CLI invocation: global options, output, and the kernel client.
+
+The client is opened on first use, so commands that need no kernel (``--help``, ``kernel list``,
+``model install-ollama``) never import the kernel's code. Without ``--connect`` the kernel is
+embedded in this process; with it, the CLI talks to a running kernel. Both go through the same
+:class:`~llmspell_kernel.client.LLMSpellClient`, so every command behaves the same in both modes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from .output import Output
+
+if TYPE_CHECKING:
+    from llmspell_kernel.client import LLMSpellClient
+
+log = logging.getLogger(__name__)
+
+# Keys of a model_reply that describe the reply rather than the result.
+_REPLY_KEYS = ("status", "command")
+
+
+@dataclass
+class CliState:
+    output: Output
+    connect: str | None = None
+    config: Path | None = None
+    debug: bool = False
+    _client: LLMSpellClient | None = field(default=None, repr=False)
+
+    @property
+    def json_mode(self) -> bool:
+        return self.output.json_mode
+
+    def client(self) -> LLMSpellClient:
+        """The kernel client, opened on first use (embedded kernel or ``--connect``)."""
+        if self._client is None:
+            from llmspell_kernel.client import LLMSpellClient
+
+            if self.connect is not None:
+                if self.config is not None:
+                    self.output.warn(
+                        "--config is ignored with --connect (the running kernel has its own)"
+                    )
+                log.debug("connecting to kernel %s", self.connect)
+                self._client = LLMSpellClient.connect(self.connect)
+            else:
+                log.debug("starting an embedded kernel (config %s)", self.config)
+                self._client = LLMSpellClient.embedded(self.config)
+        return self._client
+
+    def request(
+        self,
+        command: str,
+        *,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_stream: Callable[[str], None] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """One ``model_request``; returns the result part of the ok reply.
+
+        Fields given as None are left out, so the kernel applies its defaults.
+        """
+        sent = {key: value for key, value in fields.items() if value is not None}
+        reply = self.client().model_request(
+            command, on_progress=on_progress, on_stream=on_stream, **sent
+        )
+        return {key: value for key, value in reply.items() if key not in _REPLY_KEYS}
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing must not turn a finished command into a failure
+                log.warning("closing the kernel client failed", exc_info=True)
+
+
+def state(ctx: typer.Context) -> CliState:
+    """The :class:`CliState` the app callback put on the root context."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):
+        raise RuntimeError("llmspell commands must run under the llmspell app")
+    return obj

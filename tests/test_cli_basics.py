@@ -1,0 +1,215 @@
+"""The CLI without a kernel: help, version, usage errors (exit 2), install-ollama, output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmspell_cli import ollama_install
+from llmspell_cli.output import Output, human_size, one_line, short_time, strip_ansi
+from tests.cli_fixtures import invoke, json_of
+
+COMMANDS = ("run", "exec", "repl", "chat", "prompt", "model", "kernel")
+MODEL_COMMANDS = (
+    "list",
+    "pull",
+    "remove",
+    "info",
+    "available",
+    "status",
+    "import",
+    "load",
+    "unload",
+    "ps",
+    "install-ollama",
+)
+KERNEL_COMMANDS = ("start", "list", "stop", "install")
+
+
+def test_help_lists_every_command() -> None:
+    result = invoke(["--help"])
+    assert result.exit_code == 0
+    for name in (*COMMANDS, "--connect", "--config", "--output", "--log-level", "--version"):
+        assert name in result.stdout
+    model = invoke(["model", "--help"])
+    assert all(name in model.stdout for name in MODEL_COMMANDS)
+    kernel = invoke(["kernel", "--help"])
+    assert all(name in kernel.stdout for name in KERNEL_COMMANDS)
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = invoke(["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"llmspell {version('llmspell')}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["model", "--help"]])
+def test_help_and_version_import_no_heavy_module(args: list[str]) -> None:
+    heavy = ("llama_cpp", "huggingface_hub", "ipykernel", "zmq", "jupyter_client", "IPython")
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['llmspell', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('llmspell_cli', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code in (0, None), exc.code\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "LOADED []" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["no-such-command"], "No such command"),
+        (["--output", "yaml", "model", "list"], "--output"),
+        (["--log-level", "loud", "model", "list"], "--log-level"),
+        (["--config", "/no/such/config.toml", "model", "list"], "--config"),
+        (["model", "list", "--backend", "nope"], "unknown backend"),
+        (["model", "info"], "SPEC"),
+        (["prompt", "hello"], "--model"),
+        (["prompt", "-m", "gemma3-270m", "   "], "the prompt is empty"),
+        (["prompt", "-m", "gemma3-270m", "--max-tokens", "0", "hi"], "--max-tokens"),
+        (["prompt", "-m", "gemma3-270m", "--temperature", "-1", "hi"], "--temperature"),
+        (["run", "/no/such/script.py"], "does not exist"),
+        (["kernel", "stop"], "give a kernel ID or --all"),
+        (["kernel", "stop", "abc", "--all"], "give a kernel ID or --all"),
+        (["kernel", "start", "--ip", "not-an-ip"], "not an IP address"),
+        (["kernel", "install", "--user", "--sys-prefix"], "exclude each other"),
+        (["--output", "json", "repl"], "no JSON output"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], complaint: str) -> None:
+    result = invoke(args)
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert complaint in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prompt_reads_an_empty_stdin_as_a_usage_error() -> None:
+    result = invoke(["prompt", "-m", "gemma3-270m", "-"], input="")
+    assert result.exit_code == 2
+    assert "the prompt is empty" in result.stderr
+
+
+# install-ollama ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_installer(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Linux, no ollama on PATH, and a recorder instead of running anything."""
+    ran: list[list[str]] = []
+
+    def record(plan: ollama_install.InstallPlan) -> int:
+        assert plan.command is not None
+        ran.append(plan.command)
+        return 0
+
+    monkeypatch.setattr(
+        ollama_install, "plan_for_this_system", lambda: ollama_install.plan_for("Linux")
+    )
+    monkeypatch.setattr(ollama_install, "run", record)
+    monkeypatch.setattr("llmspell_cli.commands.model.shutil.which", lambda name: None)
+    return ran
+
+
+def test_install_ollama_prints_the_steps_and_runs_nothing_without_a_yes(
+    no_installer: list[list[str]],
+) -> None:
+    result = invoke(["model", "install-ollama"])  # stdin at EOF: nobody said yes
+    assert result.exit_code == 0
+    assert ollama_install.LINUX_SCRIPT in result.stdout
+    assert "not run" in result.stderr
+    refused = invoke(["model", "install-ollama"], input="n\n")
+    assert refused.exit_code == 0
+    assert "not run" in refused.stderr
+    assert no_installer == []
+
+
+def test_install_ollama_runs_the_official_script_after_a_yes(
+    no_installer: list[list[str]],
+) -> None:
+    result = invoke(["model", "install-ollama"], input="y\n")
+    assert result.exit_code == 0
+    assert no_installer == [["sh", "-c", ollama_install.LINUX_SCRIPT]]
+    forced = invoke(["--output", "json", "model", "install-ollama", "-y"])
+    document = json_of(forced)
+    assert document["ran"] is True
+    assert document["returncode"] == 0
+    assert len(no_installer) == 2
+
+
+def test_install_ollama_json_documents_the_plan(no_installer: list[list[str]]) -> None:
+    result = invoke(["--output", "json", "model", "install-ollama"])
+    assert result.exit_code == 0
+    document = json_of(result)
+    assert document["system"] == "Linux"
+    assert document["command"] == ["sh", "-c", ollama_install.LINUX_SCRIPT]
+    assert document["ran"] is False
+    assert no_installer == []
+
+
+def test_install_ollama_cannot_run_the_windows_installer(
+    monkeypatch: pytest.MonkeyPatch, no_installer: list[list[str]]
+) -> None:
+    monkeypatch.setattr(
+        ollama_install, "plan_for_this_system", lambda: ollama_install.plan_for("Windows")
+    )
+    printed = invoke(["model", "install-ollama"])
+    assert printed.exit_code == 0
+    assert ollama_install.WINDOWS_INSTALLER in printed.stdout
+    forced = invoke(["model", "install-ollama", "-y"])
+    assert forced.exit_code == 1
+    assert forced.stderr.count("\n") == 1
+    assert forced.stderr.startswith("error: ")
+    assert no_installer == []
+
+
+def test_install_ollama_failure_exits_1(
+    monkeypatch: pytest.MonkeyPatch, no_installer: list[list[str]]
+) -> None:
+    monkeypatch.setattr(ollama_install, "run", lambda plan: 7)
+    result = invoke(["model", "install-ollama", "-y"])
+    assert result.exit_code == 1
+    assert "exit status 7" in result.stderr
+
+
+def test_install_plans_per_system() -> None:
+    assert ollama_install.plan_for("Darwin", has_brew=True).command == ["brew", "install", "ollama"]
+    assert ollama_install.plan_for("Darwin").command is None
+    assert ollama_install.plan_for("Darwin").steps[0].startswith("download ")
+    assert ollama_install.plan_for("Linux").command_text == ollama_install.LINUX_SCRIPT
+    assert ollama_install.plan_for("Plan9").command is None
+
+
+# output helpers -----------------------------------------------------------------------------
+
+
+def test_output_helpers() -> None:
+    assert human_size(253_113_024) == "253.1 MB"
+    assert human_size(None) == "-"
+    assert short_time("2026-11-25T23:01:02.5+00:00") == "2026-11-25 23:01"
+    assert strip_ansi("\x1b[0;31mZeroDivisionError\x1b[0m") == "ZeroDivisionError"
+    assert one_line("first\n\n  second  \n") == "first; second"
+
+
+def test_json_errors_are_one_document_and_one_line(tmp_path: Path) -> None:
+    out_file = tmp_path / "out"
+    err_file = tmp_path / "err"
+    with out_file.open("w") as out, err_file.open("w") as err:
+        output = Output(json_mode=True, stdout=out, stderr=err)
+        output.error("ModelNotFound", "model 'x' is not installed\n(try pull)")
+    assert json.loads(out_file.read_text()) == {
+        "error": {"ename": "ModelNotFound", "evalue": "model 'x' is not installed\n(try pull)"}
+    }
+    assert err_file.read_text() == "error: model 'x' is not installed; (try pull)\n"
