@@ -1,0 +1,119 @@
+"""Process-wide set-up of llama.cpp, done once before its first use (:func:`prepare_llama_cpp`).
+
+1. llama.cpp's native log goes to Python logging (logger ``providers.llamacpp.native``).
+   llama-cpp-python installs, at import time, a callback that prints raw text to stderr; it is
+   replaced by one that hands each line to Python logging, so nothing of llama.cpp reaches the
+   terminal unless the host configured a handler for it.
+2. llama-cpp-python's ``suppress_stdout_stderr`` is disabled. With ``verbose=False`` it swaps
+   ``sys.stdout``/``sys.stderr`` and the process's file descriptors 1 and 2 while a model
+   loads: global state that silences every other thread meanwhile, and two loads on two threads
+   can leave each other's ``/dev/null`` in place for good. With the log routed it has nothing
+   left to hide.
+3. On CPUs that advertise AMX, models are built with ``use_extra_bufts = False``: llama.cpp's
+   AMX weight repacking crashes with SIGSEGV in ``ggml_backend_amx_mul_mat`` on the first decode
+   (seen with llama-cpp-python 0.3.36); the plain CPU path works. ``Llama()`` has no argument
+   for it, so the default model parameters it starts from are wrapped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import threading
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("providers.llamacpp.native")
+# A library logs, the application decides where it goes: without a handler here, Python's
+# "last resort" handler would print native warnings to stderr.
+logging.getLogger("providers.llamacpp").addHandler(logging.NullHandler())
+
+# enum ggml_log_level: NONE=0, INFO=1, WARN=2, ERROR=3, DEBUG=4, CONT=5 (continues the last line)
+_LEVELS = {
+    0: logging.DEBUG,
+    1: logging.DEBUG,  # llama.cpp's INFO is dozens of lines per model load
+    2: logging.WARNING,
+    3: logging.ERROR,
+    4: logging.DEBUG,
+}
+_CONT = 5
+_MARK = "_llmspell_no_extra_bufts"
+
+_log_lock = threading.Lock()
+_setup_lock = threading.Lock()
+_installed: Any = None  # the ctypes callback; must stay referenced while llama.cpp may call it
+_pending: list[str] = []
+_pending_level = logging.DEBUG
+
+
+def _on_native_log(level: int, text: bytes | None, _user_data: Any) -> None:
+    global _pending_level
+    try:
+        piece = (text or b"").decode("utf-8", errors="replace")
+        with _log_lock:
+            if level != _CONT:
+                _pending_level = _LEVELS.get(level, logging.DEBUG)
+            _pending.append(piece)
+            if not piece.endswith("\n"):
+                return  # a partial line (e.g. the dots of a load): wait for its end
+            line = "".join(_pending).rstrip()
+            _pending.clear()
+            emit_level = _pending_level
+        if line:
+            log.log(emit_level, "%s", line)
+    except Exception:  # an exception must never unwind into C code
+        return
+
+
+@contextlib.contextmanager
+def _no_fd_redirect(disable: bool = True) -> Iterator[None]:
+    yield None
+
+
+@cache
+def cpu_has_amx() -> bool:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.startswith("flags") and " amx_" in line for line in text.splitlines())
+
+
+def _ensure_no_extra_buffer_types() -> None:
+    import llama_cpp.llama_cpp as native
+
+    current = native.llama_model_default_params
+    if getattr(current, _MARK, False):
+        return
+
+    def params() -> Any:
+        value = current()
+        value.use_extra_bufts = False
+        return value
+
+    setattr(params, _MARK, True)
+    native.llama_model_default_params = params
+
+
+def prepare_llama_cpp() -> None:
+    """Route the native log and apply the workarounds above. Cheap after the first call; call
+    it before every model load (the AMX wrapper is re-checked in case someone restored the
+    original function)."""
+    global _installed
+    with _setup_lock:
+        if _installed is None:
+            import llama_cpp
+            import llama_cpp._internals
+            import llama_cpp.llama
+
+            callback = llama_cpp.llama_log_callback(_on_native_log)
+            llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+            # Model and context creation look the helper up in these two modules.
+            for module in (llama_cpp.llama, llama_cpp._internals):
+                setattr(module, "suppress_stdout_stderr", _no_fd_redirect)  # noqa: B010
+            _installed = callback
+        if cpu_has_amx():
+            _ensure_no_extra_buffer_types()
