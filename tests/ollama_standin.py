@@ -26,13 +26,14 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from providers.llamacpp.native import prepare_llama_cpp
 
 Json = dict[str, Any]
 
@@ -143,35 +144,6 @@ class Fault:
             raise ValueError(f"unknown fault {self.kind!r}: expected one of {FAULT_KINDS}")
 
 
-_PARAMS_LOCK = threading.Lock()
-
-
-@contextmanager
-def _without_extra_buffer_types() -> Iterator[None]:
-    """Build models with ``use_extra_bufts = False``.
-
-    On this machine's CPU (AMX advertised) llama.cpp's AMX weight repacking crashes with SIGSEGV
-    in ``ggml_backend_amx_mul_mat`` on the first decode; the plain CPU path works.
-    llama-cpp-python has no argument for it, so its default model params are wrapped while the
-    model is built.
-    """
-    import llama_cpp.llama_cpp as native
-
-    with _PARAMS_LOCK:
-        original = native.llama_model_default_params
-
-        def params() -> Any:
-            value = original()
-            value.use_extra_bufts = False
-            return value
-
-        native.llama_model_default_params = params
-        try:
-            yield
-        finally:
-            native.llama_model_default_params = original
-
-
 class GemmaRunner:
     """Real generation with the Gemma 3 270M GGUF; loaded on first use, one request at a time."""
 
@@ -186,15 +158,17 @@ class GemmaRunner:
             return 0
         import llama_cpp
 
+        # Routes llama.cpp's native log to logging, and turns off the AMX weight repacking that
+        # crashes on this machine's CPU (see providers/llamacpp/native.py).
+        prepare_llama_cpp()
         started = time.perf_counter_ns()
-        with _without_extra_buffer_types():
-            self._llm = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                chat_format="gemma",
-                n_ctx=2048,
-                n_threads=2,
-                verbose=False,
-            )
+        self._llm = llama_cpp.Llama(
+            model_path=str(self.model_path),
+            chat_format="gemma",
+            n_ctx=2048,
+            n_threads=2,
+            verbose=False,
+        )
         return time.perf_counter_ns() - started
 
     def load(self) -> int:
