@@ -24,7 +24,6 @@ import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -134,6 +133,8 @@ class HubStandin:
     _server: _Server | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set by ``stop()``: slow responses stop pausing."""
 
     def add_repo(
         self,
@@ -167,6 +168,7 @@ class HubStandin:
     def start(self) -> HubStandin:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.standin = self
+        self.stopping.clear()
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -175,6 +177,7 @@ class HubStandin:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.close_connections()
@@ -427,8 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 self.close_connection = True
                 return status
-            if faults.delay:
-                time.sleep(faults.delay)
+            if faults.delay and self.standin.stopping.wait(faults.delay):
+                break
         if cut is not None:
             self._hang_up()
         return status

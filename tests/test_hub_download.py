@@ -135,6 +135,33 @@ def test_cancel_keeps_the_partial_for_a_later_resume(
     assert hub.downloads(FILENAME)[-1].range == f"bytes={kept}-"
 
 
+def test_cancel_interrupts_a_stalled_transfer(hub: HubStandin, file: HubFile, dest: Path) -> None:
+    hub.faults.delay = 600.0  # one chunk, then the server stalls
+    cancel = threading.Event()
+    arrived = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done:
+            arrived.set()
+
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            download(file, dest, progress, cancel)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert arrived.wait(10)
+    cancel.set()
+    thread.join(20)  # a generous bound: only a hang would reach it
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled)
+    assert 0 < partial_path(dest).stat().st_size < len(CONTENT)
+
+
 def test_cancel_before_start(hub: HubStandin, file: HubFile, dest: Path) -> None:
     cancel = threading.Event()
     cancel.set()

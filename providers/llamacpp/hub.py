@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -392,7 +393,10 @@ def _transfer(
     start = target.size
     headers = {"Range": f"bytes={start}-"} if start else {}
     try:
-        with client.stream("GET", address, headers=headers) as response:
+        with (
+            client.stream("GET", address, headers=headers) as response,
+            _hang_up_on_cancel(response, cancel),
+        ):
             status = response.status_code
             if status == 416 and start:
                 # The partial is at least as long as the remote file: verification decides.
@@ -416,11 +420,47 @@ def _transfer(
                     )
                 target.append(chunk)
     except httpx.TransportError as exc:
+        _check_cancel(file, cancel)
         if target.size == start and isinstance(exc, httpx.ConnectError):
             raise _Transient(str(exc), unreachable=True) from exc
         raise _Transient(f"connection lost ({type(exc).__name__}: {exc})") from exc
     if target.size < file.size:
         raise _Transient(f"the transfer ended early at {target.size} of {file.size} bytes")
+
+
+@contextlib.contextmanager
+def _hang_up_on_cancel(response: httpx.Response, cancel: threading.Event | None) -> Iterator[None]:
+    """Shut the connection's socket down as soon as ``cancel`` is set.
+
+    A read blocked on a stalled server would otherwise only notice the cancel at its timeout.
+    """
+    if cancel is None:
+        yield
+        return
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            if cancel.wait(0.1):
+                if not finished.is_set():
+                    _shutdown_socket(response)
+                return
+
+    watcher = threading.Thread(target=watch, name="llmspell-download-cancel", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join(timeout=1.0)
+
+
+def _shutdown_socket(response: httpx.Response) -> None:
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _raise_for_status(response: httpx.Response, file: HubFile) -> None:
