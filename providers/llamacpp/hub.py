@@ -56,7 +56,7 @@ _QUANT_LABEL = re.compile(
     re.IGNORECASE,
 )
 # Files in GGUF repositories that are not language models (vision projectors, imatrix data).
-_AUXILIARY = re.compile(r"(^|/)(mmproj|imatrix)[^/]*$", re.IGNORECASE)
+_AUXILIARY = re.compile(r"(mmproj|imatrix)[^/]*$", re.IGNORECASE)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -229,9 +229,17 @@ def download(
     except OSError as exc:
         raise DownloadError(f"cannot create {dest.parent}: {exc}", model=file.repo) from exc
     partial = partial_path(dest)
-    with _exclusive(file, partial):
-        digest = _download_locked(file, dest, partial, url, progress, cancel)
-    return digest
+    try:
+        with _exclusive(file, partial):
+            return _download_locked(file, dest, partial, url, progress, cancel)
+    except LLMSpellError:
+        raise
+    except Exception as exc:  # the one boundary: nothing foreign gets past it
+        raise DownloadError(
+            f"downloading {file.repo}/{file.filename} from {url} failed: "
+            f"{type(exc).__name__}: {exc}",
+            model=file.repo,
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -548,11 +556,21 @@ def _unreachable(repo: str, url: str, exc: BaseException) -> DownloadError:
     )
 
 
+def _network_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [httpx.TransportError, ConnectionError, TimeoutError]
+    try:  # huggingface_hub 2 talks through httpx2, 1.x through httpx
+        import httpx2
+
+        errors.append(httpx2.TransportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def _translate(
     exc: Exception, *, repo: str, url: str, revision: str | None = None
 ) -> LLMSpellError:
     """The llmspell error for a huggingface_hub (or HTTP client) exception."""
-    import httpx2
     from huggingface_hub import errors as hf
 
     if isinstance(exc, LLMSpellError):
@@ -578,9 +596,7 @@ def _translate(
         return DownloadError(
             f"the Hugging Face Hub at {url} answered {status} for {repo}", model=repo
         )
-    if isinstance(
-        exc, (httpx2.TransportError, httpx.TransportError, ConnectionError, TimeoutError)
-    ):
+    if isinstance(exc, _network_errors()):
         return _unreachable(repo, url, exc)
     if isinstance(exc, hf.HFValidationError):
         return DownloadError(f"invalid repository name {repo!r}: {exc}", model=repo)
