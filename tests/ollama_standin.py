@@ -254,6 +254,9 @@ class OllamaStandin:
         self.fault: Fault | None = None
         self.requests: list[tuple[str, str, Json]] = []
         """Every request received: (method, path, JSON body)."""
+        self.abandoned: list[str] = []
+        """Paths of requests whose client went away before the answer was sent."""
+        self.client_left = threading.Event()
         self.finals: list[Json] = []
         """The final (``done: true``) object of every generation, as sent."""
         self.installed: dict[str, StandinModel] = {}
@@ -396,8 +399,11 @@ class _Handler(BaseHTTPRequestHandler):
             # Only a truncated stream loses its connection; the others ended their stream.
             self.close_connection = fault is not None and fault.kind == "truncated"
         except (BrokenPipeError, ConnectionResetError):
-            # The client went away (a cancelled stream): nothing more to send.
+            # The client went away (a cancelled stream): stop generating, nothing more to send.
             self.close_connection = True
+            with standin.lock:
+                standin.abandoned.append(path)
+            standin.client_left.set()
 
     # Responses ----------------------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
+from providers.base import Backend
 from providers.errors import InvalidRequest, ModelNotFound, UnsupportedOperation
 from providers.ollama import OllamaBackend
 from providers.spec import ModelSpec
@@ -25,6 +27,13 @@ def _collect(chunks: list[Chunk]) -> tuple[str, Chunk]:
     assert final.done and final.metrics is not None
     assert all(not c.done and c.metrics is None for c in chunks[:-1])
     return "".join(c.text for c in chunks), final
+
+
+def test_public_surface(ollama: OllamaBackend) -> None:
+    import providers.ollama as package
+
+    assert package.__all__ == ["OllamaBackend"]
+    assert isinstance(ollama, Backend) and ollama.name == "ollama"
 
 
 def test_health_reports_version_and_counts(ollama: OllamaBackend, standin: OllamaStandin) -> None:
@@ -257,11 +266,27 @@ def test_complete_streams_text_with_metrics(ollama: OllamaBackend, standin: Olla
 
 @pytest.mark.model
 def test_closing_the_stream_cancels_it(ollama: OllamaBackend, standin: OllamaStandin) -> None:
-    stream = ollama.complete(SPEC, "Count from one to twenty:", GenerationOptions(max_tokens=16))
+    stream = ollama.complete(SPEC, "Count from one to fifty:", GenerationOptions(max_tokens=48))
     first = next(iter(stream))
     assert first.text and not first.done
     stream.close()  # type: ignore[attr-defined]
     with pytest.raises(StopIteration):
         next(iter(stream))
+    # Closing dropped the connection: the server stopped generating before the end.
+    assert standin.client_left.wait(30), "the server never saw the client leave"
+    assert standin.abandoned == ["/api/generate"] and standin.finals == []
     # The backend and its connection pool still work after a cancelled stream.
     assert ollama.health().available
+
+
+@pytest.mark.model
+def test_standin_answers_stream_false_with_one_object(standin: OllamaStandin) -> None:
+    """The stand-in's non-streamed shape (what other clients of Ollama use)."""
+    body = {"model": "gemma3:270m", "prompt": "Hello", "stream": False}
+    body["options"] = {"num_predict": 4, "temperature": 0}
+    reply = httpx.post(f"{standin.url}/api/generate", json=body, timeout=60)
+    assert reply.status_code == 200
+    data = reply.json()
+    assert data["done"] is True and data["response"] == "".join(data["response"])
+    assert 0 < data["eval_count"] <= 4 and data["total_duration"] > 0
+    assert data == standin.finals[-1]

@@ -94,7 +94,8 @@ class OllamaBackend:
 
     def has_model(self, spec: ModelSpec) -> bool:
         try:
-            body = self._client.request("GET", "/api/tags", timeout=PROBE_TIMEOUT_SECONDS)
+            timeout = min(PROBE_TIMEOUT_SECONDS, self._client.timeout_seconds)
+            body = self._client.request("GET", "/api/tags", timeout=timeout)
         except LLMSpellError:
             return False
         wanted = ollama_name(spec)
