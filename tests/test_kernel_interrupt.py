@@ -1,0 +1,152 @@
+"""Interrupting a generation: by interrupt_request, by Ctrl-C in the client, by SIGINT.
+
+Each stops the generation (an error reply ``Cancelled``) and leaves the kernel and the model
+usable: the next generation works. The bounds on elapsed time only catch a hang.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmspell_kernel.client import LLMSpellClient
+from providers.errors import Cancelled
+from tests.kernel_fixtures import (
+    GEMMA_ID,
+    KernelProcess,
+    gemma_store,
+    kernel_environment,
+    start_kernel_process,
+)
+
+__all__ = ["gemma_store"]
+
+pytestmark = pytest.mark.model
+
+LONG = {
+    "model": GEMMA_ID,
+    "prompt": "Count from one to five hundred, in words, one number per line:",
+    "options": {"max_tokens": 400, "temperature": 0.0},
+    "stream": True,
+}
+HANG_BOUND = 10.0
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory, gemma_store: Path) -> Iterator[KernelProcess]:
+    base = tmp_path_factory.mktemp("kernel")
+    process = start_kernel_process(base, kernel_environment(base, gemma_store))
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(kernel: KernelProcess) -> Iterator[LLMSpellClient]:
+    with LLMSpellClient(kernel.connection_file) as llm:
+        llm.model_request("load", model=GEMMA_ID, timeout=60)
+        yield llm
+
+
+def generate_in_thread(
+    client: LLMSpellClient,
+) -> tuple[threading.Thread, threading.Event, list[Any]]:
+    """Start a long streamed generation; the event is set on its first piece of text."""
+    started = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(
+                client.model_request(
+                    "generate", timeout=120, on_stream=lambda _: started.set(), **LONG
+                )
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, started, outcome
+
+
+def assert_next_generation_works(client: LLMSpellClient) -> None:
+    reply = client.model_request(
+        "generate", model=GEMMA_ID, prompt="Hello", options={"max_tokens": 8}, timeout=60
+    )
+    assert reply["text"]
+    assert reply["metrics"]["generated_tokens"] > 0
+
+
+def test_interrupt_request_stops_a_generation(client: LLMSpellClient) -> None:
+    thread, started, outcome = generate_in_thread(client)
+    try:
+        assert started.wait(60), outcome
+        interrupted_at = time.monotonic()
+        client.interrupt()
+        thread.join(HANG_BOUND)
+        stopped_after = time.monotonic() - interrupted_at
+    finally:
+        thread.join(120)
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled), outcome
+    assert "interrupted" in str(outcome[0])
+    assert stopped_after < HANG_BOUND
+    assert_next_generation_works(client)
+
+
+def test_ctrl_c_in_the_client_interrupts_then_reraises(client: LLMSpellClient) -> None:
+    pieces: list[str] = []
+
+    def on_stream(text: str) -> None:
+        pieces.append(text)
+        if len(pieces) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C does to the waiting CLI
+
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.model_request("generate", timeout=120, on_stream=on_stream, **LONG)
+    assert time.monotonic() - began < 60
+    # The kernel-side generation was stopped: nothing is running, the model is still there.
+    ps = client.model_request("ps")
+    assert GEMMA_ID in [m["id"] for m in ps["models"]]
+    assert_next_generation_works(client)
+
+
+def test_sigint_from_the_kernel_manager_stops_a_generation(
+    client: LLMSpellClient, kernel: KernelProcess
+) -> None:
+    thread, started, outcome = generate_in_thread(client)
+    try:
+        assert started.wait(60), outcome
+        kernel.manager.interrupt_kernel()  # interrupt_mode "signal": SIGINT to the process
+        thread.join(HANG_BOUND)
+    finally:
+        thread.join(120)
+    assert len(outcome) == 1 and isinstance(outcome[0], Cancelled), outcome
+    assert kernel.manager.is_alive()
+    assert_next_generation_works(client)
+
+
+def test_interrupt_reaches_a_cell_too(client: LLMSpellClient) -> None:
+    results: list[Any] = []
+    cell = threading.Thread(
+        target=lambda: results.append(
+            client.execute("import time\nfor _ in range(600): time.sleep(0.1)", timeout=120)
+        )
+    )
+    cell.start()
+    try:
+        time.sleep(0.5)  # let the cell start; an interrupt before it would find nothing to stop
+        client.interrupt()
+        cell.join(HANG_BOUND)
+    finally:
+        cell.join(120)
+    assert results and results[0].status == "error"
+    assert results[0].ename == "KeyboardInterrupt"
+    assert client.execute("1 + 1").outputs[0]["data"]["text/plain"] == "2"
