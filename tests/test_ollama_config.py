@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from providers.config import DEFAULT_OLLAMA_URL, Config
+from providers.errors import DownloadError, ModelNotFound
 from providers.ollama import OllamaBackend
+from providers.ollama.client import classify
 from providers.ollama.convert import metrics, ollama_options, parse_parameters, utc_iso
 from providers.ollama.names import ollama_name, same_model
 from providers.ollama.progress import PullTracker
@@ -174,3 +176,22 @@ def test_pull_tracker_sums_layers_and_tolerates_missing_fields() -> None:
         ("verifying", 120, 120),
         ("done", 120, 120),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("model 'x:1b' not found", ModelNotFound),
+        ("pull model manifest: file does not exist", ModelNotFound),
+        (
+            'pull model manifest: Get "https://registry.ollama.ai/v2/library/x/manifests/1b":'
+            " dial tcp: lookup registry.ollama.ai: no such host",
+            DownloadError,
+        ),
+        ("max retries exceeded: unexpected EOF", DownloadError),
+    ],
+)
+def test_ollama_error_texts_are_classified(text: str, error: type[Exception]) -> None:
+    found = classify(text, "x:1b", DownloadError)
+    assert type(found) is error
+    assert text in found.message

@@ -15,6 +15,7 @@ from ..errors import (
     InvalidRequest,
     LLMSpellError,
     ModelLoadError,
+    ModelNotFound,
     UnsupportedOperation,
 )
 from ..spec import ModelSpec
@@ -194,7 +195,15 @@ class OllamaBackend:
 
     def remove(self, spec: ModelSpec) -> str:
         name = ollama_name(spec)
-        self._client.request("DELETE", "/api/delete", {"model": name}, model=name)
+        try:
+            self._client.request("DELETE", "/api/delete", {"model": name}, model=name)
+        except ModelNotFound as exc:
+            raise ModelNotFound(
+                f"model '{name}' is not installed in the Ollama at {self.base_url}: nothing to"
+                " remove",
+                model=name,
+                backend=self.name,
+            ) from exc
         return name
 
     # Memory ---------------------------------------------------------------------------------------

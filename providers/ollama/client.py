@@ -41,8 +41,10 @@ START_HINT = "start it with `ollama serve` (or set OLLAMA_HOST / providers.ollam
 Json = dict[str, Any]
 ErrorType = type[LLMSpellError]
 
-# Texts Ollama uses when a model does not exist locally or in the registry.
-_NOT_FOUND_MARKERS = ("not found", "file does not exist", "pull model manifest")
+# Texts Ollama uses when a model does not exist locally ("model 'x' not found") or in the
+# registry ("pull model manifest: file does not exist"). Other "pull model manifest: ..." errors
+# are network failures, not missing models.
+_NOT_FOUND_MARKERS = ("not found", "file does not exist")
 
 
 def not_found_message(model: str) -> str:
