@@ -139,18 +139,34 @@ class ScriptedBackend:
 
 
 class RecordingBackend:
-    """Wraps a real backend and records the messages of every chat, then delegates."""
+    """Wraps a real backend, recording the messages of every chat and how each generation
+    ended (``{"chunks": n, "done": bool, "closed": bool}``); everything else is delegated."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.name = inner.name
         self.chats: list[list[dict[str, str]]] = []
+        self.generations: list[dict[str, Any]] = []
 
     def chat(
         self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
     ) -> Iterator[Chunk]:
         self.chats.append([m.to_dict() for m in messages])
-        return self.inner.chat(spec, messages, options)
+        return self._watch(self.inner.chat(spec, messages, options))
+
+    def _watch(self, chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
+        record: dict[str, Any] = {"chunks": 0, "done": False, "closed": False}
+        self.generations.append(record)
+        try:
+            for chunk in chunks:
+                record["chunks"] += 1
+                record["done"] = record["done"] or chunk.done
+                yield chunk
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+                record["closed"] = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
