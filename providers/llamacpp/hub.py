@@ -28,10 +28,10 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import httpx
 
@@ -176,7 +176,7 @@ def _pick(repo: str, quant: str, names: Sequence[str]) -> str:
     )
 
 
-def _quants(names: Any, *, mark_split: bool = False) -> list[str]:
+def _quants(names: Iterable[str], *, mark_split: bool = False) -> list[str]:
     labels: set[str] = set()
     for name in names:
         label = quant_label(name) or _basename_stem(name)
