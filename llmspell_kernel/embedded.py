@@ -194,6 +194,15 @@ class EmbeddedKernel:
             shell.atexit_operations()
             atexit.unregister(shell.atexit_operations)
             shell.cleanup()
+        # ipykernel leaves tasks pending on the loops of its threads (a real kernel process
+        # exits right after); here the host lives on and would print "Task was destroyed but
+        # it is pending!" when they are collected.
+        for owner in (app.control_thread, app.iopub_thread, app.shell_channel_thread):
+            loop = getattr(owner, "io_loop", None)
+            thread = getattr(owner, "thread", owner)  # IOPubThread wraps its Thread
+            if loop is not None and isinstance(thread, threading.Thread) and thread.is_alive():
+                _cancel_tasks_on(loop)
+        _cancel_tasks_here()
         app.close()
         atexit.unregister(app.close)
         atexit.unregister(app.cleanup_connection_file)
@@ -218,3 +227,31 @@ class EmbeddedKernel:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+async def _cancel_all_tasks() -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _cancel_tasks_on(io_loop: Any, timeout: float = 2.0) -> None:
+    """Cancel every task of another thread's tornado loop and wait until they are done."""
+    done = threading.Event()
+
+    async def cancel() -> None:
+        try:
+            await _cancel_all_tasks()
+        finally:
+            done.set()
+
+    io_loop.add_callback(cancel)
+    done.wait(timeout)
+
+
+def _cancel_tasks_here() -> None:
+    loop = asyncio.get_event_loop()
+    if not loop.is_closed() and not loop.is_running():
+        loop.run_until_complete(_cancel_all_tasks())
