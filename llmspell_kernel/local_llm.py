@@ -21,6 +21,8 @@ MODEL_ENV = "LLMSPELL_MODEL"
 PROGRESS_INTERVAL = 0.25
 """Seconds between two progress updates of the same phase (a few per second, not thousands)."""
 
+_FINAL_PHASES = ("verifying", "done")
+
 Row = dict[str, Any]
 Rows = list[Row]
 
@@ -167,6 +169,8 @@ class ProgressLine:
     def _rate(self, now: float, progress: Progress) -> float | None:
         if self._rate_start is None or progress.completed is None:
             return None
+        if progress.phase in _FINAL_PHASES or progress.completed == progress.total:
+            return None  # a speed is only worth showing while bytes are still coming
         start_time, start_bytes = self._rate_start
         elapsed = now - start_time
         return (progress.completed - start_bytes) / elapsed if elapsed >= 1.0 else None
