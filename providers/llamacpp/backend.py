@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 BACKEND = "llamacpp"
 HF_DEFAULT_QUANT = "Q4_K_M"
+MIN_CONTEXT = 256
 _ROLES = ("system", "user", "assistant")
 
 
@@ -318,7 +319,7 @@ class LlamaCppBackend:
     ) -> Iterator[Chunk]:
         # Load now, so that a missing or broken model fails the call itself; the stream takes
         # its own lease when it starts (a stream that is never started holds nothing).
-        with self._acquire(model, options.num_ctx, None) as lease:
+        with self._acquire(model, _context_size(options.num_ctx), None) as lease:
             load_seconds = lease.load_seconds
         return self._stream(model, prompt, options, load_seconds)
 
@@ -329,7 +330,7 @@ class LlamaCppBackend:
         options: GenerationOptions,
         load_seconds: float,
     ) -> Iterator[Chunk]:
-        with self._acquire(model, options.num_ctx, None) as lease:
+        with self._acquire(model, _context_size(options.num_ctx), None) as lease:
             with lease.entry.generation_lock:
                 llama: Llama = lease.model
                 try:
@@ -413,7 +414,7 @@ class LlamaCppBackend:
             model.id,
             lambda size: self._load_llama(model, size),
             n_ctx=n_ctx,
-            default_n_ctx=self.options.n_ctx,
+            default_n_ctx=max(self.options.n_ctx, MIN_CONTEXT) if self.options.n_ctx else 0,
             size_bytes=model.manifest.size,
             on_load_start=started,
         )
@@ -587,6 +588,12 @@ def _sampling(options: GenerationOptions) -> dict[str, Any]:
         "seed": options.seed,
     }
     return {k: v for k, v in names.items() if v is not None}
+
+
+def _context_size(requested: int | None) -> int | None:
+    """llama.cpp rounds context sizes below 256 up to 256, and llama-cpp-python then sizes
+    its token buffer from the number asked for and fails; so ask for what will be used."""
+    return None if requested is None else max(requested, MIN_CONTEXT)
 
 
 def _check_options(options: GenerationOptions) -> None:

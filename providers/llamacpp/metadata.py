@@ -20,7 +20,7 @@ from .native import prepare_llama_cpp
 
 _CACHE_SIZE = 64
 _QUANT_IN_NAME = re.compile(
-    r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9](?:_[A-Z0-9]+)*|Q\d_K|BF16|F16|FP16|F32|MXFP4)(?![A-Za-z0-9])",
+    r"(?<![A-Za-z0-9])(I?Q\d_[A-Z0-9]+(?:_[A-Z0-9]+)*|BF16|F16|FP16|F32|MXFP4)(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
 

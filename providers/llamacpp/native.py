@@ -31,13 +31,14 @@ log = logging.getLogger("providers.llamacpp.native")
 # "last resort" handler would print native warnings to stderr.
 logging.getLogger("providers.llamacpp").addHandler(logging.NullHandler())
 
-# enum ggml_log_level: NONE=0, INFO=1, WARN=2, ERROR=3, DEBUG=4, CONT=5 (continues the last line)
+# enum ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the last line).
+# (llama-cpp-python's own _logger.py still uses an older numbering.)
 _LEVELS = {
     0: logging.DEBUG,
-    1: logging.DEBUG,  # llama.cpp's INFO is dozens of lines per model load
-    2: logging.WARNING,
-    3: logging.ERROR,
-    4: logging.DEBUG,
+    1: logging.DEBUG,
+    2: logging.DEBUG,  # llama.cpp's INFO is dozens of lines per model load
+    3: logging.WARNING,
+    4: logging.ERROR,
 }
 _CONT = 5
 _MARK = "_llmspell_no_extra_bufts"

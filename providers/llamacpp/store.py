@@ -46,7 +46,8 @@ def utc_now() -> str:
 def validate_id(model_id: str) -> ModelSpec:
     """The parsed form of a store id; :class:`InvalidModelSpec` for anything else."""
     spec = ModelSpec.parse(model_id)
-    if spec.backend is not None or spec.provider is not None or str(spec) != model_id:
+    incomplete_hf = spec.is_hf and spec.variant is None
+    if spec.backend or spec.provider or incomplete_hf or str(spec) != model_id:
         raise InvalidModelSpec(
             f"invalid model id {model_id!r}: expected name[:variant] or hf:ORG/REPO:QUANT",
             model=model_id,
@@ -153,8 +154,10 @@ class ModelStore:
         validate_id(model_id)
         name = model_id.translate(_FOLDER_CHARS)
         folder = self.root / name
-        root = self.root.resolve()
-        if folder.resolve().parent != root or name.startswith("."):
+        # The folder itself is not resolved: a symlink planted in the store is refused where
+        # it is used (listing, removal), never followed.
+        unsafe = name.startswith(".") or os.sep in name or "/" in name
+        if unsafe or folder.parent.resolve() != self.root.resolve():
             raise InvalidModelSpec(f"model id {model_id!r} does not name a folder in the store")
         return folder
 
