@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from providers import ChatTemplateError, Message
+from providers import BackendUnavailable, ChatTemplateError, Message
 from providers.llamacpp.cache import ModelCache
 from providers.llamacpp.metadata import format_parameters, parse_metadata, quantization_of
 from providers.llamacpp.templates import _FORMATTERS, _fold_system, choose_template
@@ -262,5 +262,5 @@ def test_keep_alive_timer_frees_idle_models() -> None:
 def test_closed_cache_refuses_new_leases() -> None:
     cache = ModelCache(max_loaded=1, keep_alive=0)
     cache.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(BackendUnavailable, match="closed"):
         take(cache, Loader(), "m")

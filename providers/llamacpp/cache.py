@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..errors import BackendUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -122,7 +124,7 @@ class ModelCache:
         while True:
             with self._cond:
                 if self._closed:
-                    raise RuntimeError("the model cache is closed")
+                    raise BackendUnavailable("the llamacpp backend is closed", backend="llamacpp")
                 expired = self._expire_locked()
                 entry = self._entries.get(model_id)
                 if entry is not None and (n_ctx is None or entry.n_ctx == n_ctx):
