@@ -30,9 +30,18 @@ GEMMA_SPEC = "gemma3-270m@llamacpp"
 SUBPROCESS_TIMEOUT = 180.0
 
 
+# Set by an embedded ipykernel in the process that runs it (ipykernel's shell forces colours
+# for its children); removed around each in-process run so that output stays plain text.
+_COLOUR_VARS = ("FORCE_COLOR", "CLICOLOR_FORCE", "CLICOLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
 def invoke(args: Sequence[str], *, input: str | None = None) -> Result:
-    """Run the CLI in this process; stdout and stderr are kept apart."""
-    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+    """Run the CLI in this process, as in a pipe; stdout and stderr are kept apart.
+
+    (CliRunner echoes ``input`` to stdout where a prompt reads it.)
+    """
+    no_colour: dict[str, str | None] = dict.fromkeys(_COLOUR_VARS)
+    return CliRunner().invoke(app, list(args), input=input, env=no_colour, catch_exceptions=False)
 
 
 def json_of(result: Result | subprocess.CompletedProcess[str]) -> Any:
@@ -120,15 +129,3 @@ def gemma_store(cli_session: CliSession, monkeypatch: pytest.MonkeyPatch) -> Cli
     """This test's environment pointed at the session's model store (for embedded kernels)."""
     monkeypatch.setenv("LLMSPELL_MODELS", str(cli_session.models))
     return cli_session
-
-
-# Set by an embedded ipykernel in this process (ipykernel's shell forces colours for its
-# children); they would leak from one test into the next one's output.
-_COLOUR_VARS = ("FORCE_COLOR", "CLICOLOR_FORCE", "CLICOLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
-
-
-@pytest.fixture
-def plain_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No colour forcing in the environment: the CLI's output is plain text, as in a pipe."""
-    for name in _COLOUR_VARS:
-        monkeypatch.delenv(name, raising=False)

@@ -122,7 +122,7 @@ def chat(
     else:
         from ..progress import ModelProgress
 
-        with ModelProgress(out.err, model) as progress:
+        with ModelProgress(out.err, model, transfer=False) as progress:
             loaded = cli.request("load", model=model, on_progress=progress)
         out.note(f"chatting with {loaded.get('model', {}).get('id', model)}. {CHAT_HELP}")
     while True:

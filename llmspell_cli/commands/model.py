@@ -236,7 +236,7 @@ def load(ctx: typer.Context, spec: SpecArgument) -> None:
     if cli.json_mode:
         cli.output.document(cli.request("load", model=spec))
         return
-    with ModelProgress(cli.output.err, spec) as progress:
+    with ModelProgress(cli.output.err, spec, transfer=False) as progress:
         result = cli.request("load", model=spec, on_progress=progress)
     cli.output.line(f"loaded {result.get('model', {}).get('id', spec)}")
 

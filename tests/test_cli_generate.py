@@ -1,0 +1,233 @@
+"""``prompt``, ``chat``, ``run``, ``exec`` and ``kernel ...`` through CliRunner, with the real
+Gemma model: streamed text, JSON documents, scripts and their failures, kernel processes."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import cli_fixtures
+from tests.cli_fixtures import GEMMA_SPEC, CliSession, invoke, json_of
+
+cli_session = cli_fixtures.cli_session
+daemon = cli_fixtures.daemon
+gemma_store = cli_fixtures.gemma_store
+
+SMALL = ["--max-tokens", "8", "--temperature", "0", "--seed", "1"]
+
+
+# prompt ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_prompt_streams_text_then_a_newline(gemma_store: CliSession) -> None:
+    result = invoke(["prompt", "-m", GEMMA_SPEC, *SMALL, "Name a colour."])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.endswith("\n")
+    assert result.stdout.strip(), "the model said nothing"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.model
+def test_prompt_json_from_stdin(gemma_store: CliSession) -> None:
+    result = invoke(
+        ["--output", "json", "prompt", "-m", GEMMA_SPEC, "-s", "Be brief.", *SMALL, "-"],
+        input="Name a colour.\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    document = json_of(result)  # the text is not streamed before the document
+    assert set(document) == {"model", "text", "metrics"}
+    assert document["model"].startswith("gemma3-270m")
+    assert document["text"].strip()
+    assert 0 < document["metrics"]["generated_tokens"] <= 8
+
+
+@pytest.mark.model
+def test_prompt_with_an_unknown_model_exits_1(gemma_store: CliSession) -> None:
+    result = invoke(["prompt", "-m", "nope@llamacpp", "hello"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "nope" in result.stderr
+
+
+# chat -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_chat_keeps_history_until_exit(daemon: dict[str, Any]) -> None:
+    connect = ["--connect", daemon["connection_file"]]
+    result = invoke(
+        [*connect, "chat", "-m", GEMMA_SPEC, *SMALL],
+        input="Hello!\n/help\nAnd again?\n/exit\nnever read\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "chatting with gemma3-270m" in result.stderr
+    assert "/exit" in result.stderr  # the /help text
+
+    transcript = invoke(
+        [*connect, "--output", "json", "chat", "-m", GEMMA_SPEC, "-s", "Be brief.", *SMALL],
+        input="Hello!\n\n/reset\nWhat did I say?\n",  # ends at EOF
+    )
+    assert transcript.exit_code == 0, transcript.stderr
+    document = json_of(transcript)
+    assert [turn["user"] for turn in document["turns"]] == ["Hello!", "What did I say?"]
+    # /reset forgot the first exchange: the history is the system prompt and the last turn.
+    roles = [message["role"] for message in document["messages"]]
+    assert roles == ["system", "user", "assistant"]
+    assert document["messages"][1]["content"] == "What did I say?"
+    assert all(turn["metrics"]["generated_tokens"] <= 8 for turn in document["turns"])
+
+
+@pytest.mark.model
+def test_chat_with_an_unknown_model_fails_before_the_first_prompt(gemma_store: CliSession) -> None:
+    result = invoke(["chat", "-m", "nope@llamacpp"], input="hello\n")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ")
+    assert ">>>" not in result.stdout
+
+
+# run and exec ---------------------------------------------------------------------------------
+
+SCRIPT = textwrap.dedent(
+    """\
+    import sys
+
+    print("argv:", sys.argv[1:])
+    print("main:", __name__ == "__main__")
+    if "--generate" in sys.argv:
+        text = Agent(max_tokens=8, temperature=0).complete("Name a colour.")
+        print("generated:", bool(text.strip()))
+    if "--fail" in sys.argv:
+        def explode():
+            raise ValueError("script failed on purpose")
+        explode()
+    if "--exit" in sys.argv:
+        print("leaving", file=sys.stderr)
+        sys.exit(4)
+    """
+)
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "job.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.mark.model
+def test_run_sets_argv_and_the_default_model(gemma_store: CliSession, script: Path) -> None:
+    result = invoke(["run", str(script), "--model", GEMMA_SPEC, "--", "--generate", "x"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "argv: ['--generate', 'x']",
+        "main: True",
+        "generated: True",
+    ]
+
+
+def test_run_shows_the_traceback_and_exits_1(gemma_store: CliSession, script: Path) -> None:
+    result = invoke(["run", str(script), "--", "--fail"])
+    assert result.exit_code == 1
+    assert "argv: ['--fail']" in result.stdout
+    assert result.stderr.startswith("Traceback (most recent call last):")
+    assert f'File "{script}", line 11, in <module>' in result.stderr
+    assert 'raise ValueError("script failed on purpose")' in result.stderr
+    assert result.stderr.rstrip().endswith("ValueError: script failed on purpose")
+    assert "__llmspell_run" not in result.stderr
+
+
+def test_run_passes_sys_exit_status_through(gemma_store: CliSession, script: Path) -> None:
+    result = invoke(["run", str(script), "--", "--exit"])
+    assert result.exit_code == 4
+    assert result.stderr == "leaving\n"
+
+
+def test_run_json(gemma_store: CliSession, script: Path) -> None:
+    ok = json_of(invoke(["--output", "json", "run", str(script), "a"]))
+    assert ok == {
+        "status": "ok",
+        "exit_code": 0,
+        "stdout": "argv: ['a']\nmain: True\n",
+        "stderr": "",
+        "error": None,
+    }
+    failed = invoke(["--output", "json", "run", str(script), "--", "--fail"])
+    assert failed.exit_code == 1
+    document = json_of(failed)
+    assert document["status"] == "error"
+    assert document["error"]["ename"] == "LLMSpellScriptFailed"
+    assert "ValueError: script failed on purpose" in document["error"]["traceback"]
+
+
+def test_run_reports_a_syntax_error_in_the_script(gemma_store: CliSession, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("print('fine')\ndef broken(:\n")
+    result = invoke(["run", str(bad)])
+    assert result.exit_code == 1
+    assert "SyntaxError" in result.stderr
+    assert "bad.py" in result.stderr and "line 2" in result.stderr
+
+
+def test_exec_prints_output_and_results(gemma_store: CliSession) -> None:
+    result = invoke(["exec", "print('hi'); 6 * 7"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "hi\n42\n"
+    from_stdin = invoke(["exec", "-"], input="import sys\nprint(len(sys.argv) >= 0)\n")
+    assert from_stdin.stdout == "True\n"
+
+
+def test_exec_error_shows_the_traceback(gemma_store: CliSession) -> None:
+    result = invoke(["exec", "1 / 0"])
+    assert result.exit_code == 1
+    assert "ZeroDivisionError" in result.stderr
+    document = json_of(invoke(["--output", "json", "exec", "print('x'); 1 / 0"]))
+    assert document["stdout"] == "x\n"
+    assert document["error"]["ename"] == "ZeroDivisionError"
+    assert "\x1b[" not in document["error"]["traceback"]
+
+
+def test_exec_on_a_connected_kernel_keeps_state(daemon: dict[str, Any]) -> None:
+    connect = ["--connect", daemon["connection_file"]]
+    assert invoke([*connect, "exec", "kept = 'still here'"]).exit_code == 0
+    result = invoke([*connect, "exec", "print(kept)"])
+    assert result.stdout == "still here\n"
+
+
+# kernel ---------------------------------------------------------------------------------------
+
+
+def test_kernel_start_list_connect_stop(gemma_store: CliSession) -> None:
+    assert "no kernels running" in invoke(["kernel", "list"]).stderr
+    started = invoke(["--output", "json", "kernel", "start", "--daemon"])
+    assert started.exit_code == 0, started.stderr
+    record = json_of(started)
+    try:
+        listed = json_of(invoke(["--output", "json", "kernel", "list"]))["kernels"]
+        assert [(k["id"], k["alive"]) for k in listed] == [(record["id"], True)]
+        table = invoke(["kernel", "list"])
+        assert record["id"] in table.stdout and "CONNECTION FILE" in table.stdout
+        by_name = invoke(["--connect", record["id"], "exec", "print('connected')"])
+        assert by_name.stdout == "connected\n"
+    finally:
+        stopped = invoke(["kernel", "stop", record["id"]])
+    assert stopped.exit_code == 0
+    assert stopped.stdout == f"stopped kernel {record['id']} (pid {record['pid']})\n"
+    assert json_of(invoke(["--output", "json", "kernel", "stop", "--all"])) == {"stopped": []}
+    missing = invoke(["kernel", "stop", record["id"]])
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: no llmspell kernel")
+
+
+def test_kernel_install_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    result = invoke(["--output", "json", "kernel", "install", "--user"])
+    assert result.exit_code == 0, result.stderr
+    location = Path(json_of(result)["kernelspec"])
+    assert location.is_relative_to(tmp_path / "jupyter")
+    assert (location / "kernel.json").is_file()
+    text = invoke(["kernel", "install"])
+    assert text.stdout.startswith("installed kernelspec 'llmspell' in ")
