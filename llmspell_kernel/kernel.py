@@ -9,15 +9,18 @@ Every request gets exactly one ``model_reply``, whatever goes wrong.
 
 Interrupts: ``interrupt_request`` (and SIGINT) set the cancel flag of every running model
 operation, in addition to interrupting a running cell the usual way. An embedded kernel
-(``signal_interrupts = False``) never signals its host process: cancellation is cooperative.
+(``signal_interrupts = False``) never signals its host process: model operations are
+cancelled cooperatively, and a running cell gets its KeyboardInterrupt raised in its thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import inspect
 import json
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +29,7 @@ from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelbase import Kernel
+from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Bool, Unicode
 
 from providers.config import Config
@@ -66,6 +70,7 @@ class LLMSpellKernel(IPythonKernel):
         super().__init__(**kwargs)
         self._operations: dict[str, commands.Operation] = {}
         self._operations_lock = threading.Lock()
+        self._cell_threads: set[int] = set()
         self.config_error: ConfigError | None = None
         try:
             config = Config.load(self.config_path)
@@ -163,8 +168,47 @@ class LLMSpellKernel(IPythonKernel):
         if self.signal_interrupts:
             await super().interrupt_request(stream, ident, parent)
         else:
+            self.log.info("interrupt: %d cell(s) interrupted", self._interrupt_cells())
             assert self.session is not None
             self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    async def do_execute(self, *args: Any, **kwargs: Any) -> Any:
+        ident = threading.get_ident()
+        with self._operations_lock:
+            self._cell_threads.add(ident)
+        try:
+            return await super().do_execute(*args, **kwargs)
+        finally:
+            with self._operations_lock:
+                self._cell_threads.discard(ident)
+
+    def _interrupt_cells(self) -> int:
+        """Without signals (embedded kernel): raise KeyboardInterrupt in the threads that are
+        running cell code right now.
+
+        Only a thread whose stack is inside ``InteractiveShell.run_code`` is touched, so the
+        exception lands in the user's code (and is reported as the cell's error), never in the
+        event loop; an async cell suspended at an ``await`` is left alone. Like SIGINT, it
+        takes effect at the next Python bytecode (after a blocking C call returns).
+        """
+        run_code = InteractiveShell.run_code.__code__
+        frames = sys._current_frames()
+        with self._operations_lock:
+            threads = list(self._cell_threads)
+        interrupted = 0
+        for ident in threads:
+            frame = frames.get(ident)
+            while frame is not None and frame.f_code is not run_code:
+                frame = frame.f_back
+            if frame is not None:
+                with self._operations_lock:
+                    # Once per cell: a second one could land in IPython's error display.
+                    self._cell_threads.discard(ident)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+                )
+                interrupted += 1
+        return interrupted
 
     def _sigint_cancel(self, signum: int, frame: FrameType | None) -> None:
         self.cancel_operations()

@@ -247,3 +247,28 @@ def test_embedded_interrupt_stops_a_generation_without_signalling_the_host(
             "generate", model=GEMMA_ID, prompt="Hi", options={"max_tokens": 4}
         )
         assert again["text"]
+
+
+def test_embedded_interrupt_stops_a_busy_cell(models: Path) -> None:
+    with LLMSpellClient.embedded() as client:
+        running = threading.Event()
+        results: list[Any] = []
+        code = (
+            "import time\nprint('running', flush=True)\nstarted = time.monotonic()\n"
+            "while time.monotonic() - started < 60: pass"
+        )
+
+        def run() -> None:
+            results.append(client.execute(code, on_output=lambda *_: running.set(), timeout=90))
+
+        cell = threading.Thread(target=run)
+        cell.start()
+        try:
+            assert running.wait(30)
+            client.interrupt()
+            cell.join(10)
+        finally:
+            cell.join(90)
+        assert results and results[0].status == "error", results
+        assert results[0].ename == "KeyboardInterrupt"
+        assert client.execute("3 * 3").outputs[0]["data"]["text/plain"] == "9"
