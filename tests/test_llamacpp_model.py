@@ -381,3 +381,35 @@ def test_unknown_architecture_without_template_refuses_chat(
     with pytest.raises(ChatTemplateError, match=r"'gemma'.*'mystery'"):
         backend.chat(GEMMA, [Message("user", "Hi")], SHORT)
     assert backend.info(GEMMA).chat_template is None
+
+
+GEMMA_JINJA = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
+    "<start_of_turn>{{ role }}\n{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def test_a_gguf_chat_template_is_used_when_present(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [Message("user", "Name a fruit.")]
+    family_text, family = text_and_metrics(list(backend.chat(GEMMA, messages, SHORT)))
+
+    from providers.llamacpp import backend as backend_module
+
+    real = read_metadata
+
+    def with_template(path: Path) -> Any:
+        metadata = real(path)
+        values = {**metadata.values, "tokenizer.chat_template": GEMMA_JINJA}
+        return type(metadata)(**{**metadata.__dict__, "values": values})
+
+    monkeypatch.setattr(backend_module, "read_metadata", with_template)
+    assert backend.info(GEMMA).chat_template == "gguf"
+    own_text, own = text_and_metrics(list(backend.chat(GEMMA, messages, SHORT)))
+    # The same prompt through the GGUF's template: one BOS, same tokens, same greedy text.
+    assert own.prompt_tokens == family.prompt_tokens
+    assert own_text == family_text
