@@ -12,6 +12,7 @@ import pytest
 _ISOLATED_VARS = (
     "LLMSPELL_CONFIG",
     "LLMSPELL_MODELS",
+    "LLMSPELL_MODEL",
     "OLLAMA_HOST",
     "HF_ENDPOINT",
     "HF_TOKEN",
