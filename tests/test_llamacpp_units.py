@@ -4,11 +4,12 @@ interpretation and the loaded-model cache (with stand-in model objects)."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from providers import BackendUnavailable, ChatTemplateError, Message
+from providers import BackendUnavailable, Cancelled, ChatTemplateError, Message
 from providers.llamacpp.cache import ModelCache
 from providers.llamacpp.metadata import format_parameters, parse_metadata, quantization_of
 from providers.llamacpp.templates import _FORMATTERS, _fold_system, choose_template
@@ -264,3 +265,35 @@ def test_closed_cache_refuses_new_leases() -> None:
     cache.close()
     with pytest.raises(BackendUnavailable, match="closed"):
         take(cache, Loader(), "m")
+
+
+def test_a_cancelled_load_is_not_passed_on_to_waiters() -> None:
+    cache = ModelCache(max_loaded=1, keep_alive=0)
+    started, gate = threading.Event(), threading.Event()
+
+    def cancelled_load(_n_ctx: int) -> StandIn:
+        started.set()
+        gate.wait(5)
+        raise Cancelled("the first caller gave up")
+
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            cache.acquire("m", cancelled_load, n_ctx=None, default_n_ctx=64)
+        except Cancelled as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert started.wait(5)
+    waiter: list[Any] = []
+    second = threading.Thread(target=lambda: waiter.append(take(cache, Loader(), "m")))
+    second.start()
+    time.sleep(0.2)  # let the second caller reach the wait for the first one's load
+    gate.set()
+    thread.join(10)
+    second.join(10)
+    assert len(errors) == 1
+    assert len(waiter) == 1 and waiter[0].name == "m"
+    cache.close()

@@ -419,7 +419,11 @@ class LlamaCppBackend:
             on_load_start=started,
         )
         if progress is not None and lease.load_seconds:
-            progress(Progress(model=model.id, phase="done"))
+            try:
+                progress(Progress(model=model.id, phase="done"))
+            except BaseException:  # e.g. Cancelled raised by the caller's callback
+                lease.release()
+                raise
         return lease
 
     def _load_llama(self, model: StoredModel, n_ctx: int) -> Llama:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ class ModelCache:
                     break
             self._close_all(expired)
             error = pending.exception()
-            if error is not None:
-                raise error
+            if error is not None and not isinstance(error, Cancelled):
+                raise error  # the same model fails the same way; a cancelled load is retried
         self._close_all(expired)
         if lease is not None:
             return lease
