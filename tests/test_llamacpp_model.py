@@ -413,3 +413,12 @@ def test_a_gguf_chat_template_is_used_when_present(
     # The same prompt through the GGUF's template: one BOS, same tokens, same greedy text.
     assert own.prompt_tokens == family.prompt_tokens
     assert own_text == family_text
+
+
+def test_module_level_import_uses_the_configured_store(gemma_path: Path) -> None:
+    from providers.llamacpp import import_model
+
+    info = import_model(gemma_path, link=True)
+    assert info.id == "gemma-3-270m-q4_k_m"  # derived from the file name
+    store = Config.load().model_directory()
+    assert (store / "gemma-3-270m-q4_k_m" / "manifest.json").is_file()

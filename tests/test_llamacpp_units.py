@@ -297,3 +297,19 @@ def test_a_cancelled_load_is_not_passed_on_to_waiters() -> None:
     assert len(errors) == 1
     assert len(waiter) == 1 and waiter[0].name == "m"
     cache.close()
+
+
+def test_package_exports_and_stays_light() -> None:
+    import subprocess
+    import sys
+
+    import providers.llamacpp as package
+
+    assert sorted(package.__all__) == ["LlamaCppBackend", "import_model"]
+    assert all(hasattr(package, name) for name in package.__all__)
+    code = (
+        "import sys, providers.llamacpp\n"
+        "assert 'llama_cpp' not in sys.modules, 'llama_cpp imported eagerly'\n"
+        "assert 'gguf' not in sys.modules, 'gguf imported eagerly'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
