@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from llmspell_kernel.client import LLMSpellClient
 
 
-class _ConsoleShell(ZMQTerminalInteractiveShell):  # type: ignore[misc]
+class LLMSpellConsoleShell(ZMQTerminalInteractiveShell):  # type: ignore[misc]
     def mainloop(self) -> None:
         # The stock mainloop ends by shutting down (or "keeping alive") the kernel; the
         # kernel's lifetime belongs to llmspell, so only the loop itself is kept.
@@ -34,14 +34,14 @@ class _ConsoleShell(ZMQTerminalInteractiveShell):  # type: ignore[misc]
             self._eventloop.close()
 
 
-class _ConsoleApp(ZMQTerminalIPythonApp):  # type: ignore[misc]
+class LLMSpellConsoleApp(ZMQTerminalIPythonApp):  # type: ignore[misc]
     llmspell_client: Any = None
     llmspell_simple_prompt = False
 
     def init_shell(self) -> None:
         JupyterConsoleApp.initialize(self)
         signal.signal(signal.SIGINT, self.handle_sigint)
-        self.shell = _ConsoleShell(
+        self.shell = LLMSpellConsoleShell(
             parent=self,
             manager=None,
             client=self.kernel_client,
@@ -59,7 +59,7 @@ class _ConsoleApp(ZMQTerminalIPythonApp):  # type: ignore[misc]
 
 def run_console(client: LLMSpellClient, *, simple_prompt: bool, confirm_exit: bool) -> None:
     """Run the console on ``client``'s kernel until the user leaves it (Ctrl-D, EOF, exit)."""
-    app = _ConsoleApp(confirm_exit=confirm_exit)
+    app = LLMSpellConsoleApp(confirm_exit=confirm_exit)
     app.llmspell_client = client
     app.llmspell_simple_prompt = simple_prompt
     previous = signal.getsignal(signal.SIGINT)
