@@ -226,7 +226,11 @@ class LlamaCppBackend:
         emit("downloading", 0, file.size)
         digest = hub.download(file, dest, lambda done, total: emit("downloading", done, total))
         emit("verifying", file.size, file.size)
-        metadata = read_metadata(dest)
+        try:
+            metadata = read_metadata(dest)
+        except ModelLoadError:
+            dest.unlink(missing_ok=True)  # intact bytes, but not a model llama.cpp can read
+            raise
         manifest = Manifest(
             id=model_id,
             source="hf" if source == "hf" else "catalog",
