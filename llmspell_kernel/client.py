@@ -50,6 +50,8 @@ IDLE_GRACE = 2.0
 # After Ctrl-C, how long to wait for the interrupted request's reply before re-raising.
 INTERRUPT_GRACE = 3.0
 _POLL = 0.25
+# How long the heartbeat must stay silent before a waiting request gives the kernel up.
+HEARTBEAT_GRACE = 5.0
 
 OutputCallback = Callable[[str, str], None]
 
@@ -176,6 +178,7 @@ class LLMSpellClient:
         self._connection_file = Path(connection_file)
         self._embedded = embedded_kernel
         self._closed = False
+        self.heartbeat_grace = HEARTBEAT_GRACE
         self.kc = BlockingKernelClient(connection_file=str(self._connection_file))
         try:
             self.kc.load_connection_file()
@@ -404,6 +407,7 @@ class LLMSpellClient:
         reply: dict[str, Any] | None = None
         idle = False
         grace_end = 0.0
+        silent_since: float | None = None
         while True:
             now = time.monotonic()
             if reply is not None and (idle or not wait_idle or now >= grace_end):
@@ -417,10 +421,19 @@ class LLMSpellClient:
             try:
                 kind, msg = inbox.get(timeout=wait)
             except queue.Empty:
-                if reply is None and not self.is_alive():
+                if self._closed:
                     raise KernelConnectionError(
-                        f"the kernel died while waiting for {what}"
+                        f"the client was closed while waiting for {what}"
                     ) from None
+                if reply is None and not self.is_alive():
+                    # One missed heartbeat can be a busy machine; a silence is a dead kernel.
+                    silent_since = silent_since or time.monotonic()
+                    if time.monotonic() - silent_since > self.heartbeat_grace:
+                        raise KernelConnectionError(
+                            f"the kernel died while waiting for {what}"
+                        ) from None
+                else:
+                    silent_since = None
                 continue
             if kind == "reply":
                 reply = msg
@@ -477,7 +490,7 @@ class LLMSpellClient:
         """Disconnect; an embedded kernel is stopped. Safe to call twice."""
         if self._closed:
             return
-        if self._subshell_id is not None and self._embedded is None:
+        if self._subshell_id is not None and self._embedded is None and self.is_alive():
             try:
                 self._request(
                     "control",

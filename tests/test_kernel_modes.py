@@ -272,3 +272,24 @@ def test_embedded_interrupt_stops_a_busy_cell(models: Path) -> None:
         assert results and results[0].status == "error", results
         assert results[0].ename == "KeyboardInterrupt"
         assert client.execute("3 * 3").outputs[0]["data"]["text/plain"] == "9"
+
+
+def test_a_kernel_that_dies_mid_request_is_reported(daemon: KernelRecord) -> None:
+    outcome: list[BaseException | Any] = []
+    with LLMSpellClient.connect(daemon.id) as client:
+        client.heartbeat_grace = 1.0
+
+        def run() -> None:
+            try:
+                outcome.append(client.execute("import time; time.sleep(60)", timeout=50))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        waiting = threading.Thread(target=run)
+        waiting.start()
+        time.sleep(0.5)
+        os.kill(daemon.pid, 9)
+        waiting.join(30)
+        assert not waiting.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], KernelConnectionError), outcome
+    assert "died" in str(outcome[0])
