@@ -3,7 +3,7 @@
 llama.cpp reads a model "vocab only" (header and tokenizer, no tensors) in ~0.35 s for the
 253 MB Gemma 3 270M file; the ``gguf`` package's pure-Python ``GGUFReader`` took ~8 s on the
 same file (it decodes every tokenizer array). So llama.cpp reads, and results are cached per
-(path, mtime, size).
+file (device, inode, mtime, size).
 """
 
 from __future__ import annotations
@@ -45,14 +45,16 @@ class GGUFMetadata:
 
 
 _lock = threading.Lock()
-_cache: OrderedDict[tuple[str, int, int], GGUFMetadata] = OrderedDict()
+_cache: OrderedDict[tuple[int, int, int, int], GGUFMetadata] = OrderedDict()
 
 
 def read_metadata(path: Path) -> GGUFMetadata:
     """The metadata of the GGUF at ``path``; :class:`ModelLoadError` when it cannot be read."""
     try:
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        # By file identity, not name: an imported file renamed into the store (or hard-linked)
+        # is the same file.
+        key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
     except OSError as exc:
         raise ModelLoadError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with _lock:
