@@ -293,3 +293,18 @@ def test_a_kernel_that_dies_mid_request_is_reported(daemon: KernelRecord) -> Non
         assert not waiting.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], KernelConnectionError), outcome
     assert "died" in str(outcome[0])
+
+
+def test_a_kernel_with_a_broken_config_answers_with_the_config_error(
+    models: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "config.toml"
+    broken.write_text('default_backend = "llamacpp"\n[providers.ollama]\ntimeout_seconds = "x"\n')
+    record = start_kernel(daemon=True, config_path=broken)
+    try:
+        with LLMSpellClient.connect(record.id) as client:
+            with pytest.raises(ConfigError, match=r"providers\.ollama\.timeout_seconds"):
+                client.model_request("list")
+            assert client.execute("1 + 1").status == "ok"  # the kernel itself works
+    finally:
+        stop_kernel(record.id)
