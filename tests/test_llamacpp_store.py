@@ -314,8 +314,34 @@ def test_health_and_available_without_models(backend: LlamaCppBackend) -> None:
     assert health.available
     assert health.version
     assert (health.models, health.loaded) == (0, 0)
+    assert health.details["model_directory"] == str(backend.store.root)
+    assert health.details["n_threads"] >= 1
     catalog = backend.available()
     assert any(m.name == "gemma3-270m" and "Q4_K_M" in m.variants for m in catalog)
     recommended = backend.available(recommended_only=True)
     assert recommended and all(m.recommended for m in recommended)
     assert len(recommended) <= len(catalog)
+
+
+def test_concurrent_imports_of_one_file_give_one_model(store: ModelStore, tmp_path: Path) -> None:
+    import threading
+
+    source = fake_gguf(tmp_path / "same.gguf", b"x" * 1_000_000)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(store.import_file(source, "same").id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert results == ["same"] * 4
+    assert [m.id for m in store.list()] == ["same"]
+    assert tree(store.root / ".tmp") == {}

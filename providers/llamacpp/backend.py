@@ -93,7 +93,13 @@ class LlamaCppBackend:
             version=version,
             models=count,
             loaded=len(self.cache.snapshot()),
-            details={"model_directory": str(self.store.root)},
+            details={
+                "model_directory": str(self.store.root),
+                "n_ctx": self.options.n_ctx,
+                "n_threads": self.options.n_threads or _cpu_count(),
+                "max_loaded_models": self.options.max_loaded_models,
+                "keep_alive": self.options.keep_alive,
+            },
         )
 
     def list_models(self) -> list[ModelInfo]:

@@ -260,8 +260,15 @@ class ModelStore:
                 **extra,
             )
             with self._lock:
-                if self.get(model_id) is not None:
-                    raise InvalidRequest(f"{model_id!r} was installed meanwhile", model=model_id)
+                raced = self.get(model_id)  # another import of this id finished meanwhile
+                if raced is not None:
+                    if raced.manifest.sha256 == digest:
+                        tmp.unlink(missing_ok=True)
+                        return raced
+                    raise InvalidRequest(
+                        f"a different model was installed as {model_id!r} meanwhile",
+                        model=model_id,
+                    )
                 created = not folder.exists()
                 folder.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, folder / manifest.file)
