@@ -661,7 +661,18 @@ def _manifest_fields(metadata: GGUFMetadata, fallback_quant: str | None) -> dict
 
 
 def _cpu_count() -> int:
+    """Physical cores this process may use (llama.cpp gains nothing from hyper-threads)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not on every platform
         return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add((package, core))
+    return max(1, len(cores))
