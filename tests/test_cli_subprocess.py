@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import textwrap
 import time
@@ -211,3 +212,41 @@ def test_pull_on_a_connected_kernel_then_the_same_listing(pull_env: dict[str, st
         assert [m["id"] for m in json.loads(embedded.stdout)["models"]] == ["gemma3-270m:Q4_K_M"]
     finally:
         run_cli(["kernel", "stop", kernel["id"]], pull_env, timeout=60)
+
+
+@pytest.mark.parametrize("connected", [False, True], ids=["embedded", "connected"])
+def test_ctrl_c_stops_only_the_current_chat_answer(
+    cli_session: CliSession, daemon: dict[str, Any], connected: bool
+) -> None:
+    args = ["chat", "-m", GEMMA_SPEC, "--max-tokens", "400", "--temperature", "0.8"]
+    if connected:
+        args = ["--connect", daemon["id"], *args]
+    process = subprocess.Popen(
+        [str(LLMSPELL), *args],
+        env=cli_session.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(b"Tell me a very long story about a lighthouse keeper.\n")
+        process.stdin.flush()
+        seen = b""
+        deadline = time.monotonic() + SUBPROCESS_TIMEOUT
+        while b">>> " not in seen and time.monotonic() < deadline:  # the prompt is printed
+            seen += os.read(process.stdout.fileno(), 4096)
+        # Wait for the answer to start streaming, then press Ctrl-C in the middle of it.
+        while len(seen.split(b">>> ", 1)[1]) < 20 and time.monotonic() < deadline:
+            seen += os.read(process.stdout.fileno(), 4096)
+        process.send_signal(signal.SIGINT)
+        process.stdin.write(b"/exit\n")
+        process.stdin.flush()
+        rest, stderr = process.communicate(timeout=60)  # closes stdin: EOF after /exit
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr.decode()
+    assert "[answer interrupted]" in stderr.decode()
+    assert (seen + rest).count(b">>> ") == 2  # the chat went on to the next prompt
