@@ -308,3 +308,13 @@ def test_a_kernel_with_a_broken_config_answers_with_the_config_error(
             assert client.execute("1 + 1").status == "ok"  # the kernel itself works
     finally:
         stop_kernel(record.id)
+
+
+def test_timeouts_raise_and_late_replies_are_dropped(models: Path) -> None:
+    with LLMSpellClient.embedded() as client:
+        with pytest.raises(KernelConnectionError, match=r"no reply to execute .* within 0\.3 s"):
+            client.execute("import time; time.sleep(1.5)", timeout=0.3)
+        # The late reply of that cell is not taken for the reply of the next request.
+        result = client.execute("'next'", timeout=30)
+        assert result.outputs[0]["data"]["text/plain"] == "'next'"
+        assert client.model_request("ps", timeout=10)["status"] == "ok"
