@@ -47,15 +47,24 @@ class LLMSpellGroup(TyperGroup):
             return super().invoke(ctx)
         except LLMSpellError as exc:
             _fail(ctx, type(exc).__name__, exc.message, exc)
-        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt, BrokenPipeError):
+        except KeyboardInterrupt as exc:
+            # The client has already interrupted the kernel-side operation.
+            _output(ctx).note("\ninterrupted")
+            raise typer.Exit(130) from exc
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
             raise
         except Exception as exc:
             _fail(ctx, type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}", exc)
 
 
+def _output(ctx: typer.Context) -> Output:
+    cli = ctx.obj if isinstance(ctx.obj, CliState) else None
+    return cli.output if cli else Output(json_mode=False, stdout=sys.stdout, stderr=sys.stderr)
+
+
 def _fail(ctx: typer.Context, ename: str, message: str, exc: BaseException) -> None:
     cli = ctx.obj if isinstance(ctx.obj, CliState) else None
-    output = cli.output if cli else Output(json_mode=False, stdout=sys.stdout, stderr=sys.stderr)
+    output = _output(ctx)
     if cli is not None and cli.debug:
         output.write_err("".join(traceback.format_exception(exc)))
     output.error(ename, message)

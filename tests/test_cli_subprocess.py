@@ -250,3 +250,64 @@ def test_ctrl_c_stops_only_the_current_chat_answer(
     assert process.returncode == 0, stderr.decode()
     assert "[answer interrupted]" in stderr.decode()
     assert (seen + rest).count(b">>> ") == 2  # the chat went on to the next prompt
+
+
+def test_ctrl_c_during_a_prompt_exits_130(cli_session: CliSession, daemon: dict[str, Any]) -> None:
+    args = ["--connect", daemon["id"], "prompt", "-m", GEMMA_SPEC, "--max-tokens", "400"]
+    process = subprocess.Popen(
+        [str(LLMSPELL), *args, "Tell me a very long story about a lighthouse keeper."],
+        env=cli_session.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        os.read(process.stdout.fileno(), 4096)  # the answer has started
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert stderr.decode().strip() == "interrupted"
+    # The kernel stopped generating and answers the next request at once.
+    again = run_cli(
+        ["--connect", daemon["id"], "exec", "print('still serving')"], cli_session.env, timeout=30
+    )
+    assert again.stdout == "still serving\n"
+
+
+def test_kernel_start_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "fg", tmp_path / "fg" / "models")
+    process = subprocess.Popen(
+        [str(LLMSPELL), "kernel", "start"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []  # the kernel process's own banner comes first
+        while not lines or not lines[-1].startswith("connection file: "):
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert lines[-2].startswith("kernel "), lines
+        kernel_id = lines[-2].split()[1]
+        listed = json.loads(run_cli(["-o", "json", "kernel", "list"], env).stdout)["kernels"]
+        assert [k["id"] for k in listed] == [kernel_id]
+        ran = run_cli(["--connect", kernel_id, "exec", "print(1 + 1)"], env)
+        assert ran.stdout == "2\n"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert f"kernel {kernel_id} stopped" in stderr
+    assert json.loads(run_cli(["-o", "json", "kernel", "list"], env).stdout) == {"kernels": []}
