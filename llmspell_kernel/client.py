@@ -16,7 +16,6 @@ answered while a cell runs, and a long pull does not block cells.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
@@ -99,7 +98,7 @@ class _Dispatcher(threading.Thread):
                 raise KernelConnectionError("the client is closed")
             self._waiters[msg["header"]["msg_id"]] = inbox
             self._outbox.append((channel, msg))
-        os.write(self._wake_w, b"x")
+            os.write(self._wake_w, b"x")
         return inbox
 
     def forget(self, msg_id: str) -> None:
@@ -108,9 +107,9 @@ class _Dispatcher(threading.Thread):
 
     def stop(self) -> None:
         with self._lock:
-            self._stopping = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+            if not self._stopping:
+                self._stopping = True
+                os.write(self._wake_w, b"x")
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout=5)
 
@@ -133,10 +132,10 @@ class _Dispatcher(threading.Thread):
         finally:
             with self._lock:
                 self._stopping = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
             for sock in self._sockets.values():
                 sock.close(linger=0)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
 
     def _flush_outbox(self) -> None:
         while True:
