@@ -527,6 +527,11 @@ def find_kernel(file_or_name: str) -> Path:
     path = Path(file_or_name).expanduser()
     if path.is_file():
         return path.absolute()
+    from .process import list_kernels
+
+    for record in list_kernels():  # started by `kernel start`, maybe with its own file
+        if record.id == file_or_name:
+            return record.connection_file
     runtime = jupyter_runtime_dir()
     try:
         return Path(find_connection_file(file_or_name, path=[".", runtime]))

@@ -144,7 +144,7 @@ def list_kernels() -> list[KernelRecord]:
         if _pid_alive(record.pid) and record.connection_file.exists():
             alive.append(record)
         else:
-            _forget(record)
+            _forget(record, keep_log=True)  # a kernel that died: its log says why
     return sorted(alive, key=lambda r: r.started_at)
 
 
@@ -204,10 +204,11 @@ def _read_records() -> list[KernelRecord]:
     return records
 
 
-def _forget(record: KernelRecord) -> None:
+def _forget(record: KernelRecord, *, keep_log: bool = False) -> None:
     directory = records_dir()
-    for path in (directory / f"{record.id}.json", directory / f"{record.id}.log"):
-        path.unlink(missing_ok=True)
+    (directory / f"{record.id}.json").unlink(missing_ok=True)
+    if not keep_log:
+        (directory / f"{record.id}.log").unlink(missing_ok=True)
     if not _pid_alive(record.pid):
         record.connection_file.unlink(missing_ok=True)
 

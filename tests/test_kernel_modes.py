@@ -125,6 +125,20 @@ def test_list_prunes_dead_kernels(daemon: KernelRecord) -> None:
     assert list_kernels() == []
     records = Path(jupyter_runtime_dir()) / "llmspell"
     assert not (records / f"{daemon.id}.json").exists()
+    assert (records / f"{daemon.id}.log").exists(), "the log of a dead kernel is kept"
+
+
+def test_a_kernel_with_its_own_connection_file_is_found_by_id(models: Path, tmp_path: Path) -> None:
+    chosen = tmp_path / "elsewhere" / "my-kernel.json"
+    record = start_kernel(daemon=True, connection_file=chosen)
+    try:
+        assert record.connection_file == chosen and chosen.exists()
+        with LLMSpellClient.connect(record.id) as client:
+            assert client.connection_file == chosen
+            assert client.model_request("ps")["status"] == "ok"
+    finally:
+        stop_kernel(str(chosen))
+    assert list_kernels() == [] and not chosen.exists()
 
 
 def test_foreground_kernel_runs_until_stopped(models: Path) -> None:
