@@ -221,6 +221,9 @@ class LLMSpellKernel(IPythonKernel):
         # The base class makes SIGINT raise KeyboardInterrupt during every handler. While a
         # model request awaits its worker that would tear through the event loop, so there it
         # only cancels; during other requests (cells) it also cancels model operations.
+        # Subshells and embedded kernels run on other threads, where signals cannot be set.
+        if threading.current_thread() is not threading.main_thread():
+            return
         header = self.get_parent("shell").get("header", {})
         handler = (
             self._sigint_cancel
@@ -228,6 +231,10 @@ class LLMSpellKernel(IPythonKernel):
             else self._sigint_interrupt
         )
         self.saved_sigint_handler = signal.signal(signal.SIGINT, handler)
+
+    def post_handler_hook(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.saved_sigint_handler)
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.cancel_operations()
