@@ -12,6 +12,7 @@ mode stdout also gets ``{"error": {"ename": ..., "evalue": ...}}``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
@@ -21,6 +22,7 @@ from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
+PIPE_WIDTH = 160
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -50,8 +52,11 @@ def _console(stream: TextIO) -> Console:
     start-up: an embedded ipykernel sets ``FORCE_COLOR=1`` in this process when it starts, which
     would otherwise put colour codes and live redraws into pipes and files."""
     probe = Console(file=stream)
+    # Not a terminal: rich assumes 80 columns; tables read better unwrapped in files and logs.
+    width = None if probe.is_terminal or "COLUMNS" in os.environ else PIPE_WIDTH
     return Console(
         file=stream,
+        width=width,
         force_terminal=probe.is_terminal,
         force_interactive=probe.is_interactive,
         color_system=probe.color_system,  # type: ignore[arg-type]

@@ -152,8 +152,20 @@ def info(ctx: typer.Context, spec: SpecArgument) -> None:
     ]
     details = model.get("details") or {}
     if isinstance(details, dict):
-        pairs += [(str(key), value) for key, value in sorted(details.items())]
+        pairs += _flattened(details)
     cli.output.fields(pairs)
+
+
+def _flattened(details: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Backend extras as ``key`` / ``outer.inner`` rows; unknown (None) values left out."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in sorted(details.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += _flattened(value, f"{name}.")
+        elif value is not None:
+            rows.append((name, value))
+    return rows
 
 
 @app.command()
