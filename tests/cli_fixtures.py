@@ -30,9 +30,11 @@ GEMMA_SPEC = "gemma3-270m@llamacpp"
 SUBPROCESS_TIMEOUT = 180.0
 
 
-# Set by an embedded ipykernel in the process that runs it (ipykernel's shell forces colours
-# for its children); removed around each in-process run so that output stays plain text.
+# An embedded ipykernel sets these in the process that runs it (its shell forces colours and
+# a pager for its children). Around each in-process run the colour ones are removed, so that the
+# output is plain text as in a pipe, and all of them get their previous values back afterwards.
 _COLOUR_VARS = ("FORCE_COLOR", "CLICOLOR_FORCE", "CLICOLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+_KERNEL_SET_VARS = ("TERM", "PAGER", "GIT_PAGER")
 
 
 def invoke(args: Sequence[str], *, input: str | None = None) -> Result:
@@ -40,8 +42,9 @@ def invoke(args: Sequence[str], *, input: str | None = None) -> Result:
 
     (CliRunner echoes ``input`` to stdout where a prompt reads it.)
     """
-    no_colour: dict[str, str | None] = dict.fromkeys(_COLOUR_VARS)
-    return CliRunner().invoke(app, list(args), input=input, env=no_colour, catch_exceptions=False)
+    env: dict[str, str | None] = dict.fromkeys(_COLOUR_VARS)
+    env.update({name: os.environ.get(name) for name in _KERNEL_SET_VARS})
+    return CliRunner().invoke(app, list(args), input=input, env=env, catch_exceptions=False)
 
 
 def json_of(result: Result | subprocess.CompletedProcess[str]) -> Any:
