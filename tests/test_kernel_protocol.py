@@ -473,3 +473,27 @@ def test_cell_runs_while_a_pull_runs_and_interrupt_stops_the_pull(
     assert len(outcome) == 1 and isinstance(outcome[0], Cancelled), outcome
     listed = client.model_request("list", backend="llamacpp")
     assert f"hf:{SLOW_REPO}:Q4_K_M" not in [m["id"] for m in listed["models"]]
+
+
+def test_ollama_commands_through_the_kernel(raw: BlockingKernelClient) -> None:
+    pulled = model_request(raw, {"command": "pull", "model": "smollm2:135m@ollama"})
+    assert pulled.content["status"] == "ok", pulled.content
+    assert pulled.content["model"]["backend"] == "ollama"
+    msg_id = pulled.request["header"]["msg_id"]
+    progress = pulled.of_type("model_progress")
+    assert progress and all(m["parent_header"]["msg_id"] == msg_id for m in progress)
+    assert progress[-1]["content"]["phase"] == "done"
+
+    loaded = model_request(raw, {"command": "load", "model": "gemma3:270m@ollama"}).content
+    assert loaded["status"] == "ok", loaded
+    ps = model_request(raw, {"command": "ps"}).content
+    assert ("gemma3:270m", "ollama") in [(m["id"], m["backend"]) for m in ps["models"]]
+    unloaded = model_request(raw, {"command": "unload", "model": "gemma3:270m@ollama"}).content
+    assert unloaded["unloaded"] == "gemma3:270m"
+
+    available = model_request(raw, {"command": "available", "backend": "ollama"}).content
+    assert available["models"] and {m["backend"] for m in available["models"]} == {"ollama"}
+    removed = model_request(raw, {"command": "remove", "model": "smollm2:135m@ollama"}).content
+    assert removed["removed"] == "smollm2:135m"
+    gone = model_request(raw, {"command": "info", "model": "smollm2:135m@ollama"}).content
+    assert_error(gone, "ModelNotFound")
