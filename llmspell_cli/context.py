@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from providers.errors import KernelConnectionError
+
 from .output import Output
 
 if TYPE_CHECKING:
@@ -69,9 +71,15 @@ class CliState:
         Fields given as None are left out, so the kernel applies its defaults.
         """
         sent = {key: value for key, value in fields.items() if value is not None}
-        reply = self.client().model_request(
-            command, on_progress=on_progress, on_stream=on_stream, **sent
-        )
+        client = self.client()
+        if "llmspell" not in client.kernel_info:
+            # Another kind of kernel would never answer a model_request.
+            raise KernelConnectionError(
+                f"the kernel of {client.connection_file} is not an llmspell kernel"
+                f" ({client.kernel_info.get('implementation', 'unknown')}): model commands"
+                " need one (start it with 'llmspell kernel start')"
+            )
+        reply = client.model_request(command, on_progress=on_progress, on_stream=on_stream, **sent)
         return {key: value for key, value in reply.items() if key not in _REPLY_KEYS}
 
     def close(self) -> None:

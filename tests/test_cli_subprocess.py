@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -311,3 +312,27 @@ def test_kernel_start_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
     assert process.returncode == 0, stderr
     assert f"kernel {kernel_id} stopped" in stderr
     assert json.loads(run_cli(["-o", "json", "kernel", "list"], env).stdout) == {"kernels": []}
+
+
+def test_model_commands_refuse_a_kernel_that_is_not_llmspell(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "ipy", tmp_path / "ipy" / "models")
+    connection_file = tmp_path / "ipython-kernel.json"
+    kernel = subprocess.Popen(
+        [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not connection_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        listed = run_cli(["--connect", str(connection_file), "model", "list"], env, timeout=60)
+        assert listed.returncode == 1
+        assert "is not an llmspell kernel" in listed.stderr
+        ran = run_cli(["--connect", str(connection_file), "exec", "print(2 ** 5)"], env)
+        assert ran.stdout == "32\n"  # code runs on any Jupyter kernel
+    finally:
+        kernel.kill()
+        kernel.wait()
