@@ -15,6 +15,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class LLMSpellKernelApp(IPKernelApp):
     name = "llmspell-kernel"
     description = "The llmspell kernel: IPython plus local LLMs (model_request protocol)."
+    # IPKernelApp's "install" subcommand would install ipykernel's python3 spec; ours is
+    # `llmspell kernel install` (llmspell_kernel.kernelspec).
+    subcommands: dict[str, Any] = {}  # noqa: RUF012 (traitlets reads a class attribute)
     kernel_class = Type(
         "llmspell_kernel.kernel.LLMSpellKernel", klass="ipykernel.kernelbase.Kernel"
     ).tag(config=True)
