@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -164,7 +165,12 @@ class EmbeddedKernel:
                 capture_fd_output=False,
                 log_level=logging.CRITICAL,
             )
+            host_environ = dict(os.environ)
             app.initialize([])
+            # IPython's kernel shell forces colours and a pager on "its" process (TERM,
+            # FORCE_COLOR, PAGER...) and the app sets MPLBACKEND: here that process is the
+            # host, whose own output must stay as it was (plain text into a pipe).
+            _restore_environ(host_environ)
             self._app = app
             from tornado.ioloop import IOLoop
 
@@ -255,3 +261,11 @@ def _cancel_tasks_here() -> None:
     loop = asyncio.get_event_loop()
     if not loop.is_closed() and not loop.is_running():
         loop.run_until_complete(_cancel_all_tasks())
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value

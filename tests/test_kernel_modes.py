@@ -332,3 +332,11 @@ def test_timeouts_raise_and_late_replies_are_dropped(models: Path) -> None:
         result = client.execute("'next'", timeout=30)
         assert result.outputs[0]["data"]["text/plain"] == "'next'"
         assert client.model_request("ps", timeout=10)["status"] == "ok"
+
+
+def test_embedded_kernel_leaves_the_host_environment_alone(models: Path) -> None:
+    before = dict(os.environ)
+    with LLMSpellClient.embedded() as client:
+        assert dict(os.environ) == before  # no FORCE_COLOR, TERM, PAGER... for the host
+        assert client.execute("1").status == "ok"
+    assert dict(os.environ) == before
