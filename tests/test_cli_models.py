@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests import cli_fixtures, hub_fixtures
+from tests import cli_fixtures, hub_fixtures, ollama_fixtures
 from tests.cli_fixtures import GEMMA, CliSession, invoke, json_of
 from tests.hub_standin import HubStandin
+from tests.ollama_standin import OllamaStandin
 
 hub = hub_fixtures.hub
 cli_session = cli_fixtures.cli_session
@@ -223,3 +224,47 @@ def test_connect_to_a_missing_kernel_fails_clearly() -> None:
     result = invoke(["--connect", "no-such-kernel", "model", "list"])
     assert result.exit_code == 1
     assert_one_error_line(result.stderr, "no-such-kernel")
+
+
+# Both backends up: the Ollama stand-in (tests/ollama_standin.py) serves real generation too.
+
+standin = ollama_fixtures.standin
+gemma_runner = ollama_fixtures.gemma_runner
+
+
+@pytest.fixture
+def with_ollama(
+    standin: OllamaStandin, gemma_store: CliSession, monkeypatch: pytest.MonkeyPatch
+) -> OllamaStandin:
+    monkeypatch.setenv("OLLAMA_HOST", standin.url)
+    return standin
+
+
+def test_list_and_pull_with_both_backends(with_ollama: OllamaStandin) -> None:
+    listed = invoke(["model", "list"])
+    assert listed.exit_code == 0
+    assert "unavailable" not in listed.stderr
+    backends = {line.split()[0]: line.split()[2] for line in listed.stdout.splitlines()[2:]}
+    assert backends == {
+        GEMMA: "llamacpp",
+        "gemma3:270m": "ollama",
+        "hf.co/unsloth/gemma-3-270m-it-GGUF:Q4_K_M": "ollama",
+    }
+    pulled = invoke(["model", "pull", "smollm2:135m@ollama"])
+    assert pulled.exit_code == 0, pulled.stderr
+    assert pulled.stdout.startswith("pulled smollm2:135m")
+    assert "smollm2:135m@ollama: downloading" in pulled.stderr
+    assert "smollm2:135m@ollama: 270.9 MB of 270.9 MB (100%)" in pulled.stderr
+    removed = json_of(invoke(["--output", "json", "model", "remove", "-y", "smollm2:135m"]))
+    assert removed == {"removed": "smollm2:135m"}
+
+
+def test_prompt_through_ollama_streams(with_ollama: OllamaStandin) -> None:
+    result = invoke(["prompt", "-m", "gemma3:270m@ollama", "--max-tokens", "8", "Hello"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.endswith("\n") and result.stdout.strip()
+    document = json_of(
+        invoke(["-o", "json", "prompt", "-m", "gemma3:270m", "--max-tokens", "8", "Hello"])
+    )
+    assert document["model"] == "gemma3:270m@ollama"
+    assert document["metrics"]["generated_tokens"] <= 8
