@@ -163,6 +163,21 @@ def test_run_json(gemma_store: CliSession, script: Path) -> None:
     assert "ValueError: script failed on purpose" in document["error"]["traceback"]
 
 
+def test_run_imports_modules_next_to_the_script(daemon: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "helper_for_cli_test.py").write_text("VALUE = 'from the helper'\n")
+    main = tmp_path / "main.py"
+    main.write_text("import helper_for_cli_test\nprint(helper_for_cli_test.VALUE)\n")
+    connect = ["--connect", daemon["connection_file"]]
+    result = invoke([*connect, "run", str(main)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "from the helper\n"
+    # The kernel's sys.path and sys.argv are given back afterwards.
+    check = f"import sys; print({str(tmp_path)!r} in sys.path, sys.argv)"
+    after = invoke([*connect, "exec", check])
+    assert after.stdout.startswith("False ")
+    assert str(main) not in after.stdout
+
+
 def test_run_reports_a_syntax_error_in_the_script(gemma_store: CliSession, tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("print('fine')\ndef broken(:\n")

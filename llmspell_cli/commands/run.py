@@ -24,8 +24,8 @@ SCRIPT_EXIT = "LLMSpellScriptExit"
 # tracebacks show its lines even when the kernel is on another machine, and a plain Python
 # traceback on stderr that starts at the script's first frame. Everything is restored after.
 _RUN_SCRIPT = """\
-def __llmspell_run(path, source, argv, model):
-    import builtins, linecache, sys, traceback
+def __llmspell_run(path, source, argv, model, directory):
+    import builtins, linecache, os, sys, traceback
 
     class LLMSpellScriptFailed(Exception):
         pass
@@ -40,6 +40,10 @@ def __llmspell_run(path, source, argv, model):
         if name in globals():
             namespace[name] = globals()[name]
     saved_argv = sys.argv
+    # Like `python SCRIPT`: the script's directory comes first on sys.path (when it exists here).
+    added_path = os.path.isdir(directory) and directory not in sys.path
+    if added_path:
+        sys.path.insert(0, directory)
     failure = None
     try:
         if model is not None:
@@ -61,6 +65,8 @@ def __llmspell_run(path, source, argv, model):
         failure = LLMSpellScriptFailed(f"{type(exc).__name__}: {exc}")
     finally:
         sys.argv = saved_argv
+        if added_path and directory in sys.path:
+            sys.path.remove(directory)
         if llm is not None and model is not None:
             llm.set_default_model(previous_model)
         sys.stdout.flush()
@@ -70,9 +76,10 @@ def __llmspell_run(path, source, argv, model):
 """
 
 
-def script_code(path: str, source: str, argv: list[str], model: str | None) -> str:
-    """The cell that runs ``source`` as ``__main__`` with ``sys.argv = argv``."""
-    call = f"__llmspell_run({path!r}, {source!r}, {argv!r}, {model!r})"
+def script_code(path: str, source: str, argv: list[str], model: str | None, directory: str) -> str:
+    """The cell that runs ``source`` as ``__main__`` with ``sys.argv = argv`` and
+    ``directory`` (the script's, absolute) first on ``sys.path``."""
+    call = f"__llmspell_run({path!r}, {source!r}, {argv!r}, {model!r}, {directory!r})"
     return f"{_RUN_SCRIPT}\ntry:\n    {call}\nfinally:\n    del __llmspell_run\n"
 
 
@@ -177,7 +184,8 @@ def run(
     except (OSError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(f"cannot read {script}: {exc}", param_hint="SCRIPT") from exc
     argv = [str(script), *(args or [])]
-    result, collected = _execute(cli, script_code(str(script), source, argv, model))
+    directory = str(script.resolve().parent)
+    result, collected = _execute(cli, script_code(str(script), source, argv, model, directory))
     _finish(cli, result, collected, script=True)
 
 
