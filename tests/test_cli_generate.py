@@ -232,6 +232,13 @@ def test_kernel_start_list_connect_stop(gemma_store: CliSession) -> None:
     assert stopped.exit_code == 0
     assert stopped.stdout == f"stopped kernel {record['id']} (pid {record['pid']})\n"
     assert json_of(invoke(["--output", "json", "kernel", "stop", "--all"])) == {"stopped": []}
+    text = invoke(["kernel", "start", "--daemon"])
+    assert text.exit_code == 0, text.stderr
+    kernel_id = text.stdout.split()[1]
+    assert text.stdout.splitlines()[1].startswith("connection file: ")
+    assert f"llmspell --connect {kernel_id}" in text.stderr
+    all_stopped = invoke(["kernel", "stop", "--all"])
+    assert all_stopped.stdout.startswith(f"stopped kernel {kernel_id} ")
     missing = invoke(["kernel", "stop", record["id"]])
     assert missing.exit_code == 1
     assert missing.stderr.startswith("error: no llmspell kernel")

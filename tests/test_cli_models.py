@@ -268,3 +268,20 @@ def test_prompt_through_ollama_streams(with_ollama: OllamaStandin) -> None:
     )
     assert document["model"] == "gemma3:270m@ollama"
     assert document["metrics"]["generated_tokens"] <= 8
+
+
+def test_config_file_is_used_by_the_embedded_kernel(
+    gemma_store: CliSession, tmp_path: Path
+) -> None:
+    config = tmp_path / "llmspell.toml"
+    config.write_text("[providers.ollama]\nenabled = false\n")
+    status = json_of(invoke(["--config", str(config), "-o", "json", "model", "status"]))
+    assert status["backends"]["ollama"] == {**status["backends"]["ollama"], "available": False}
+    assert status["backends"]["ollama"]["reason"] == "disabled"
+    listed = invoke(["--config", str(config), "model", "list"])
+    assert listed.exit_code == 0 and "unavailable" not in listed.stderr
+
+    config.write_text("[providers.ollama]\nenabeld = false\n")
+    broken = invoke(["--config", str(config), "model", "list"])
+    assert broken.exit_code == 1
+    assert_one_error_line(broken.stderr, "enabeld", str(config))
