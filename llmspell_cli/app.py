@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 from providers.errors import LLMSpellError
 
 from .commands import chat, kernel, model, run
-from .context import CliState, state
+from .context import CliState
 from .output import Output
 
 log = logging.getLogger("llmspell_cli")
@@ -177,4 +177,4 @@ def main() -> None:
     app(prog_name="llmspell")
 
 
-__all__ = ["app", "main", "state"]
+__all__ = ["app", "main"]
