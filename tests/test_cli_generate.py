@@ -3,6 +3,7 @@ Gemma model: streamed text, JSON documents, scripts and their failures, kernel p
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ SMALL = ["--max-tokens", "8", "--temperature", "0", "--seed", "1"]
 
 @pytest.mark.model
 def test_prompt_streams_text_then_a_newline(gemma_store: CliSession) -> None:
-    result = invoke(["prompt", "-m", GEMMA_SPEC, *SMALL, "Name a colour."])
+    result = invoke(["prompt", "-m", GEMMA_SPEC, *SMALL, "--stats", "Name a colour."])
     assert result.exit_code == 0, result.stderr
+    assert re.search(r"^\d tokens in [0-9.]+ s .*stop: (length|stop)$", result.stderr, re.M)
     assert result.stdout.endswith("\n")
     assert result.stdout.strip(), "the model said nothing"
     assert "Traceback" not in result.stderr

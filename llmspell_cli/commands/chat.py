@@ -81,6 +81,9 @@ def prompt(
     max_tokens: MaxTokensOption = None,
     temperature: TemperatureOption = None,
     seed: SeedOption = None,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="Then print token counts and speed on stderr.")
+    ] = False,
 ) -> None:
     """Generate one answer to TEXT, streamed as it is produced."""
     cli = state(ctx)
@@ -93,8 +96,24 @@ def prompt(
     result = _generate(cli, model, messages, _options(max_tokens, temperature, seed))
     if cli.json_mode:
         cli.output.document(result)
-    else:
-        cli.output.write("\n")
+        return
+    cli.output.write("\n")
+    if stats:
+        cli.output.note(metrics_line(result.get("metrics") or {}))
+
+
+def metrics_line(metrics: dict[str, Any]) -> str:
+    """``24 tokens in 1.25 s (19.2 tokens/s), first token after 0.31 s, stop: length``."""
+    speed = metrics.get("tokens_per_second")
+    first = metrics.get("time_to_first_token")
+    parts = [
+        f"{metrics.get('generated_tokens', 0)} tokens in {metrics.get('total_seconds', 0.0):.2f} s"
+        + (f" ({speed:.1f} tokens/s)" if speed else ""),
+    ]
+    if first is not None:
+        parts.append(f"first token after {first:.2f} s")
+    parts.append(f"stop: {metrics.get('stop_reason') or '-'}")
+    return ", ".join(parts)
 
 
 def chat(
