@@ -48,6 +48,20 @@ def test_prompt_json_from_stdin(gemma_store: CliSession) -> None:
 
 
 @pytest.mark.model
+def test_prompt_raw_continues_the_text_without_a_chat_template(gemma_store: CliSession) -> None:
+    args = ["--output", "json", "prompt", "-m", GEMMA_SPEC, *SMALL]
+    raw = json_of(invoke([*args, "--raw", "The capital of France is"]))
+    chat = json_of(invoke([*args, "The capital of France is"]))
+    # greedy: the same model gives different text only because the prompt differs
+    assert raw["text"].strip() and raw["text"] != chat["text"]
+    # the chat template wraps the text in turn markers: many more prompt tokens
+    assert raw["metrics"]["prompt_tokens"] < chat["metrics"]["prompt_tokens"]
+    refused = invoke(["prompt", "-m", GEMMA_SPEC, "--raw", "-s", "Be brief.", "Hi"])
+    assert refused.exit_code == 2
+    assert "--raw" in refused.stderr
+
+
+@pytest.mark.model
 def test_prompt_with_an_unknown_model_exits_1(gemma_store: CliSession) -> None:
     result = invoke(["prompt", "-m", "nope@llamacpp", "hello"])
     assert result.exit_code == 1

@@ -2,6 +2,8 @@
 
 Both send ``generate`` requests with ``messages`` and ``stream=True`` and print the text as the
 kernel streams it. ``chat`` keeps the history on this side and sends it whole with each turn.
+``prompt --raw`` sends the text as a plain ``prompt`` instead: the model continues it with no chat
+template, as Ollama's ``raw`` mode does (the way to use a base model).
 """
 
 from __future__ import annotations
@@ -38,21 +40,25 @@ def _options(max_tokens: int | None, temperature: float | None, seed: int | None
 def _generate(
     cli: CliState,
     model: str,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, str]] | str,
     options: dict[str, Any],
     *,
     on_stream: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """One generation; streamed to stdout in text mode, whole in JSON mode."""
+    """One generation (a chat turn, or a raw completion when given a string); streamed to
+    stdout in text mode, whole in JSON mode."""
+    given: dict[str, Any] = (
+        {"prompt": messages} if isinstance(messages, str) else {"messages": messages}
+    )
     if cli.json_mode:
-        return cli.request("generate", model=model, messages=messages, options=options)
+        return cli.request("generate", model=model, options=options, **given)
     return cli.request(
         "generate",
         model=model,
-        messages=messages,
         options=options,
         stream=True,
         on_stream=on_stream or cli.output.write,
+        **given,
     )
 
 
@@ -84,6 +90,13 @@ def prompt(
     stats: Annotated[
         bool, typer.Option("--stats", help="Then print token counts and speed on stderr.")
     ] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Continue TEXT as plain text, without the chat template (for base models).",
+        ),
+    ] = False,
 ) -> None:
     """Generate one answer to TEXT, streamed as it is produced."""
     cli = state(ctx)
@@ -91,9 +104,15 @@ def prompt(
         text = sys.stdin.read()
     if not text.strip():
         raise typer.BadParameter("the prompt is empty", param_hint="TEXT")
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": text})
-    result = _generate(cli, model, messages, _options(max_tokens, temperature, seed))
+    if raw and system:
+        raise typer.BadParameter("--system needs the chat template; drop --raw", param_hint="--raw")
+    request: list[dict[str, str]] | str
+    if raw:
+        request = text
+    else:
+        request = [{"role": "system", "content": system}] if system else []
+        request.append({"role": "user", "content": text})
+    result = _generate(cli, model, request, _options(max_tokens, temperature, seed))
     if cli.json_mode:
         cli.output.document(result)
         return
