@@ -5,7 +5,7 @@
 #   bash scripts/demo.sh ["your prompt"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prompt="${1:-Write two sentences about the sea.}"
+prompt="${1:-The ocean covers most of the Earth. Scientists say that}"
 
 bash scripts/setup.sh demo
 llmspell=.venv/bin/llmspell
@@ -16,5 +16,6 @@ if ! "$llmspell" model info gemma3-270m@llamacpp >/dev/null 2>&1; then
 fi
 "$llmspell" model list --backend llamacpp
 echo
-echo "\$ llmspell prompt -m gemma3-270m@llamacpp \"$prompt\""
-"$llmspell" prompt -m gemma3-270m@llamacpp --max-tokens 64 "$prompt"
+# The bundled Gemma 3 270M is a base model: it continues text (--raw) far better than it chats.
+echo "\$ llmspell prompt --raw -m gemma3-270m@llamacpp --stats \"$prompt\""
+"$llmspell" prompt --raw -m gemma3-270m@llamacpp --max-tokens 64 --stats "$prompt"

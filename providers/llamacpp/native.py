@@ -37,7 +37,10 @@ _LEVELS = {
     0: logging.DEBUG,
     1: logging.DEBUG,
     2: logging.DEBUG,  # llama.cpp's INFO is dozens of lines per model load
-    3: logging.WARNING,
+    # llama.cpp's warnings are about the model file and cache layout (e.g. "control-looking
+    # token", "using full-size SWA cache"): nothing a user can act on, and every real failure
+    # also surfaces as an exception. They show with --log-level info.
+    3: logging.INFO,
     4: logging.ERROR,
 }
 _CONT = 5
