@@ -107,8 +107,16 @@ def start_kernel(
                 start_new_session=True,
             )
     else:
-        # Own session too: Ctrl-C in this terminal is ours to handle (a clean stop).
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        # Own session too: Ctrl-C in this terminal is ours to handle (a clean stop). The kernel's
+        # own chatter (ipykernel's banner, logs) goes to stderr: stdout is the caller's, for
+        # the connection details (one JSON document with --output json).
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else subprocess.DEVNULL,
+            start_new_session=True,
+        )
     _CHILDREN[proc.pid] = proc
     record = KernelRecord(
         id=kernel_id,
@@ -295,3 +303,11 @@ def _reap(pid: int) -> None:
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         child.poll()
+
+
+def _has_fileno(stream: object) -> bool:
+    try:
+        stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True

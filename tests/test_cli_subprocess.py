@@ -292,13 +292,11 @@ def test_kernel_start_in_the_foreground_until_ctrl_c(tmp_path: Path) -> None:
     )
     assert process.stdout is not None
     try:
-        lines: list[str] = []  # the kernel process's own banner comes first
-        while not lines or not lines[-1].startswith("connection file: "):
-            line = process.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
-        assert lines[-2].startswith("kernel "), lines
-        kernel_id = lines[-2].split()[1]
+        # stdout has our two lines only: the kernel process's own banner goes to stderr
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        assert lines[0].startswith("kernel "), lines
+        assert lines[1].startswith("connection file: "), lines
+        kernel_id = lines[0].split()[1]
         listed = json.loads(run_cli(["-o", "json", "kernel", "list"], env).stdout)["kernels"]
         assert [k["id"] for k in listed] == [kernel_id]
         ran = run_cli(["--connect", kernel_id, "exec", "print(1 + 1)"], env)
