@@ -5,7 +5,8 @@ loop. An :class:`Operation` carries what a running request may need: its cancel 
 functions that publish progress and generated text (on IOPub, in the kernel).
 
 Cancellation is cooperative: a generation checks the flag between chunks and closes the chunk
-iterator; a pull or load is stopped by its progress callback raising :class:`Cancelled`.
+iterator; a pull gets the flag itself (a stalled download stops at once) and, like a load, is
+also stopped by its progress callback raising :class:`Cancelled`.
 """
 
 from __future__ import annotations
@@ -83,12 +84,19 @@ def _pull(manager: ProviderManager, request: Request, op: Operation) -> dict[str
         op.progress,
         force=request.get("force", False),
         quantization=request.get("quantization"),
+        cancel=op.cancel,
     )
     return result.to_dict()
 
 
 def _remove(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    return {"removed": manager.remove(request.fields["model"])}
+    removed = manager.remove(request.fields["model"])
+    result: dict[str, Any] = {"removed": str(removed)}
+    # A backend that deleted only what an unfinished pull left says so (llamacpp's RemovedId).
+    unfinished = getattr(removed, "unfinished_bytes", None)
+    if isinstance(unfinished, int):
+        result["unfinished_download_bytes"] = unfinished
+    return result
 
 
 def _available(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:

@@ -8,6 +8,7 @@ free what it holds. The last chunk of a completed stream has ``done=True`` and `
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -55,7 +56,12 @@ class Backend(Protocol):
         *,
         force: bool = False,
         quantization: str | None = None,
-    ) -> PullResult: ...
+        cancel: threading.Event | None = None,
+    ) -> PullResult:
+        """Download ``spec``. Setting ``cancel`` stops the pull promptly with
+        :class:`Cancelled` (what was downloaded is kept for the next pull to resume); ``force``
+        downloads again, keeping the installed model usable until the new one is verified."""
+        ...
 
     def import_model(self, path: Path, name: str | None = None) -> ModelInfo:
         """Register a model file already on disk. Backends that cannot, raise
@@ -65,7 +71,7 @@ class Backend(Protocol):
     def info(self, spec: ModelSpec) -> ModelInfo: ...
 
     def remove(self, spec: ModelSpec) -> str:
-        """Delete the model; returns its id."""
+        """Delete the model (or only what an unfinished pull of it left); returns its id."""
         ...
 
     def load(self, spec: ModelSpec, progress: ProgressCallback | None = None) -> LoadedModel:

@@ -182,6 +182,7 @@ class ProviderManager:
         *,
         force: bool = False,
         quantization: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> PullResult:
         parsed = parse_spec(spec)
         if parsed.backend:
@@ -192,7 +193,7 @@ class ProviderManager:
             # A pull is for a model that is not here yet: no "installed" lookup.
             name = self.config.default_backend or FALLBACK_BACKEND
             backend, parsed = self.backend(name), parsed.with_backend(name)
-        return backend.pull(parsed, progress, force=force, quantization=quantization)
+        return backend.pull(parsed, progress, force=force, quantization=quantization, cancel=cancel)
 
     def import_model(self, path: str | Path, name: str | None = None) -> ModelInfo:
         return self.backend("llamacpp").import_model(Path(path), name)

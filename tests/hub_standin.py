@@ -14,7 +14,8 @@ It serves what huggingface_hub 2.4 asks for (read in its source: ``HfApi.model_i
 
 Files come from bytes or from a path on disk (streamed, never read whole into memory).
 :class:`Faults` switches on failures: cut the connection at a byte offset, serve corrupted
-bytes, answer with an HTTP error, or send slowly. Every request is recorded in ``requests``.
+bytes, answer with an HTTP error (file GET, file HEAD or the repo API), or send slowly.
+Every request is recorded in ``requests``.
 """
 
 from __future__ import annotations
@@ -108,9 +109,14 @@ class Faults:
     status_times: int | None = None
     delay: float = 0.0
     """Seconds to pause after each chunk."""
+    api_status: int | None = None
+    """Answer the repo API (info and file listing) with this HTTP status."""
+    head_status: int | None = None
+    """Answer HEAD requests of files with this HTTP status."""
 
     def reset(self) -> None:
         self.drop_at = self.drop_times = self.status = self.status_times = None
+        self.api_status = self.head_status = None
         self.corrupt = False
         self.delay = 0.0
 
@@ -293,6 +299,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, match: re.Match[str], query: dict[str, list[str]]) -> int:
         repo_id, kind, revision, sub = match.groups()
+        if self.standin.faults.api_status is not None:
+            return self._error(self.standin.faults.api_status, "", "Injected failure")
         repo = self._repo(repo_id, revision)
         if isinstance(repo, int):
             return repo
@@ -372,6 +380,8 @@ class _Handler(BaseHTTPRequestHandler):
         if item is None:
             return self._error(404, "EntryNotFound", f"{filename} does not exist")
         faults = self.standin.faults
+        if head and faults.head_status is not None:
+            return self._error(faults.head_status, "", "Injected failure")
         if not head and faults.status is not None and faults.status_times != 0:
             if faults.status_times is not None:
                 faults.status_times -= 1

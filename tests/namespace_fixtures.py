@@ -5,6 +5,7 @@ backend with Gemma 3 270M imported, for everything that generates text.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ class ScriptedBackend:
         *,
         force: bool = False,
         quantization: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> PullResult:
         total = 5_000_000
         if progress is not None:

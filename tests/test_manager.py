@@ -6,6 +6,7 @@ backends have their own tests against the real model and the stand-in servers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class RecordingBackend:
         *,
         force: bool = False,
         quantization: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> PullResult:
         self.calls.append(("pull", str(spec)))
         return PullResult(ModelInfo(id=spec.name, backend=self.name), bytes=0, seconds=0.0)

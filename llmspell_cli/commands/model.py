@@ -124,7 +124,14 @@ def remove(
     if cli.json_mode:
         cli.output.document(result)
     else:
-        cli.output.line(f"removed {result.get('removed')}")
+        unfinished = result.get("unfinished_download_bytes")
+        if isinstance(unfinished, int):
+            cli.output.line(
+                f"removed the unfinished download of {result.get('removed')}"
+                f" ({human_size(unfinished)}); the model was not installed"
+            )
+        else:
+            cli.output.line(f"removed {result.get('removed')}")
 
 
 @app.command()

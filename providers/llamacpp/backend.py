@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..errors import (
+    Cancelled,
     GenerationError,
     InvalidModelSpec,
     InvalidRequest,
@@ -42,7 +44,7 @@ from ..types import (
 from .cache import Lease, ModelCache
 from .metadata import GGUFMetadata, quantization_of, read_metadata
 from .native import prepare_llama_cpp
-from .store import Manifest, ModelStore, StoredModel, utc_now, validate_id
+from .store import INCOMING_SUFFIX, Manifest, ModelStore, StoredModel, utc_now, validate_id
 from .templates import ChatTemplate, choose_template, format_messages
 
 if TYPE_CHECKING:
@@ -52,6 +54,18 @@ BACKEND = "llamacpp"
 HF_DEFAULT_QUANT = "Q4_K_M"
 MIN_CONTEXT = 256
 _ROLES = ("system", "user", "assistant")
+
+
+class RemovedId(str):
+    """The id :meth:`LlamaCppBackend.remove` returns when what it deleted was only an
+    unfinished download (``unfinished_bytes`` of it), not an installed model."""
+
+    unfinished_bytes: int
+
+    def __new__(cls, model_id: str, *, unfinished_bytes: int) -> RemovedId:
+        removed = super().__new__(cls, model_id)
+        removed.unfinished_bytes = unfinished_bytes
+        return removed
 
 
 class LlamaCppBackend:
@@ -189,10 +203,80 @@ class LlamaCppBackend:
         *,
         force: bool = False,
         quantization: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> PullResult:
-        from . import catalog, hub
+        """Download a catalog model or ``hf:`` repo into the store (see the Backend protocol).
+
+        The file is downloaded beside its final place (``<file>.incoming``, bytes in progress in
+        ``<file>.incoming.partial``, kept when the pull is interrupted so the next one resumes)
+        and installed only once its size, sha256 and GGUF header check out; with ``force`` the
+        installed model stays listed and usable until then.
+        """
+        from . import hub
 
         started = time.perf_counter()
+        model_id, repo, source, quant = self._pull_target(spec, quantization)
+
+        def emit(phase: str, completed: int | None = None, total: int | None = None) -> None:
+            if progress is not None:
+                progress(Progress(model=model_id, phase=phase, completed=completed, total=total))
+
+        existing = self.store.get(model_id)
+        if existing is not None and not force:
+            emit("done", existing.manifest.size, existing.manifest.size)
+            return PullResult(model=self._info_of(existing), bytes=0, seconds=0.0)
+
+        _check_cancel(model_id, cancel)
+        emit("resolving")
+        file = hub.resolve(repo, quant)
+        _check_cancel(model_id, cancel)
+        incoming = self.store.incoming_path(model_id, file.filename)
+        try:
+            emit("downloading", 0, file.size)
+            digest = hub.download(
+                file, incoming, lambda done, total: emit("downloading", done, total), cancel
+            )
+            try:
+                # Every byte is here and verified: from now on an interrupt has nothing left
+                # to save, so the pull finishes (a matter of milliseconds).
+                emit("verifying", file.size, file.size)
+            except Cancelled:
+                progress = None
+            try:
+                metadata = read_metadata(incoming)
+            except ModelLoadError:
+                incoming.unlink(missing_ok=True)  # intact bytes, but not a model llama.cpp reads
+                raise
+            manifest = Manifest(
+                id=model_id,
+                source="hf" if source == "hf" else "catalog",
+                file=incoming.name.removesuffix(INCOMING_SUFFIX),
+                size=incoming.stat().st_size,
+                sha256=digest,
+                repo=file.repo,
+                revision=file.revision,
+                pulled_at=utc_now(),
+                **_manifest_fields(metadata, file.quant.upper() or quant),
+            )
+            model = self.store.install_download(incoming, manifest)
+        finally:
+            self.store.tidy(model_id)
+        if existing is not None:
+            self.cache.unload(model_id)  # the next load reads the new file
+        try:
+            emit("done", manifest.size, manifest.size)
+        except Cancelled:
+            pass
+        return PullResult(
+            model=self._info_of(model),
+            bytes=manifest.size,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _pull_target(self, spec: ModelSpec, quantization: str | None) -> tuple[str, str, str, str]:
+        """(store id, repo, source, quant) of what pulling ``spec`` downloads."""
+        from . import catalog
+
         quant = quantization or spec.variant
         if spec.is_hf:
             assert spec.hf_repo is not None
@@ -213,54 +297,29 @@ class LlamaCppBackend:
             quant = next((q for q in entry.quants if q.lower() == quant.lower()), quant.upper())
             model_id = f"{entry.name}:{quant}"
         validate_id(model_id)
-
-        def emit(phase: str, completed: int | None = None, total: int | None = None) -> None:
-            if progress is not None:
-                progress(Progress(model=model_id, phase=phase, completed=completed, total=total))
-
-        existing = self.store.get(model_id)
-        if existing is not None and not force:
-            emit("done", existing.manifest.size, existing.manifest.size)
-            return PullResult(model=self._info_of(existing), bytes=0, seconds=0.0)
-
-        emit("resolving")
-        file = hub.resolve(repo, quant)
-        if existing is not None:
-            self.cache.unload(model_id)
-            self.store.forget(model_id)
-        dest = self.store.download_target(model_id, file.filename)
-        emit("downloading", 0, file.size)
-        digest = hub.download(file, dest, lambda done, total: emit("downloading", done, total))
-        emit("verifying", file.size, file.size)
-        try:
-            metadata = read_metadata(dest)
-        except ModelLoadError:
-            dest.unlink(missing_ok=True)  # intact bytes, but not a model llama.cpp can read
-            raise
-        manifest = Manifest(
-            id=model_id,
-            source="hf" if source == "hf" else "catalog",
-            file=dest.name,
-            size=dest.stat().st_size,
-            sha256=digest,
-            repo=file.repo,
-            revision=file.revision,
-            pulled_at=utc_now(),
-            **_manifest_fields(metadata, file.quant.upper() or quant),
-        )
-        model = self.store.commit(manifest)
-        emit("done", manifest.size, manifest.size)
-        return PullResult(
-            model=self._info_of(model),
-            bytes=manifest.size,
-            seconds=round(time.perf_counter() - started, 3),
-        )
+        return model_id, repo, source, quant
 
     def remove(self, spec: ModelSpec) -> str:
-        model = self._find(spec)
+        """Delete the installed model; for a model that is not installed, delete what an
+        unfinished pull of it left (the returned id then says so: see :class:`RemovedId`)."""
+        try:
+            model = self._find(spec)
+        except ModelNotFound:
+            unfinished = self._discard_unfinished(spec)
+            if unfinished is None:
+                raise
+            return unfinished
         self.cache.unload(model.id)
         self.store.remove(model.id)
         return model.id
+
+    def _discard_unfinished(self, spec: ModelSpec) -> RemovedId | None:
+        try:
+            model_id = self._pull_target(spec, None)[0]
+        except LLMSpellError:
+            return None  # not something a pull could have left
+        freed = self.store.discard_unfinished(model_id)
+        return None if freed is None else RemovedId(model_id, unfinished_bytes=freed)
 
     # Memory -------------------------------------------------------------------------------
 
@@ -483,6 +542,11 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _check_cancel(model_id: str, cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled(f"pull of {model_id} interrupted", model=model_id, backend=BACKEND)
 
 
 # Generation ------------------------------------------------------------------------------------

@@ -284,7 +284,11 @@ def _download_locked(
         _delete(partial, meta_path)
         raise
     except OSError as exc:
+        _delete_if_empty(partial, meta_path)
         raise DownloadError(f"cannot write {partial}: {exc}", model=file.repo) from exc
+    except BaseException:
+        _delete_if_empty(partial, meta_path)  # nothing to resume: leave nothing behind
+        raise
 
     if target.size != file.size:
         _delete(partial, meta_path)
@@ -526,6 +530,12 @@ def _delete(*paths: Path) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _delete_if_empty(partial: Path, meta_path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if partial.stat().st_size == 0:
+            _delete(partial, meta_path)
 
 
 def _check_cancel(file: HubFile, cancel: threading.Event | None) -> None:

@@ -28,6 +28,9 @@ from ..spec import ModelSpec
 
 MANIFEST_NAME = "manifest.json"
 TMP_DIR_NAME = ".tmp"
+INCOMING_SUFFIX = ".incoming"
+"""A pull downloads to ``<file>.incoming`` (its bytes in progress beside it, in
+``<file>.incoming.partial``) and moves it into place only once it is verified."""
 GGUF_MAGIC = b"GGUF"
 DEFAULT_FILE_NAME = "model.gguf"
 _CHUNK = 1 << 20
@@ -303,6 +306,83 @@ class ModelStore:
         assert model is not None
         return model
 
+    def incoming_path(self, model_id: str, file_name: str) -> Path:
+        """Where a pull of ``model_id`` downloads ``file_name`` before it is installed (its
+        folder is created). Another pull of the same file resumes what is left there."""
+        return incoming_path(self.download_target(model_id, file_name))
+
+    def install_download(self, incoming: Path, manifest: Manifest) -> StoredModel:
+        """Move the verified download ``incoming`` into place and record it.
+
+        A model installed under the same id stays listed and usable until this moment; then
+        its manifest is replaced atomically (its file too when it has the same name, else
+        that file is deleted afterwards).
+        """
+        folder = self.folder_for(manifest.id)
+        dest = folder / manifest.file
+        if incoming.parent != folder:
+            raise InvalidRequest(f"{incoming} is not a download into {folder}", model=manifest.id)
+        actual = incoming.stat().st_size
+        if actual != manifest.size:
+            raise ModelLoadError(
+                f"{manifest.id}: the download has {actual} bytes, expected {manifest.size}",
+                model=manifest.id,
+            )
+        with self._lock:
+            previous = self.get(manifest.id)
+            os.replace(incoming, dest)
+            self._write_manifest(folder, manifest)
+            if previous is not None and previous.path != dest:
+                previous.path.unlink(missing_ok=True)
+        model = self.get(manifest.id)
+        assert model is not None
+        return model
+
+    def unfinished(self, model_id: str) -> tuple[Path, ...]:
+        """What unfinished pulls of ``model_id`` left in its folder (nothing when the model is
+        installed: then the folder is the model's)."""
+        folder = self.folder_for(model_id)
+        if folder.is_symlink() or not folder.is_dir() or self.get(model_id) is not None:
+            return ()
+        return tuple(sorted(p for p in folder.iterdir() if p.name != MANIFEST_NAME))
+
+    def discard_unfinished(self, model_id: str) -> int | None:
+        """Delete what unfinished pulls of ``model_id`` left (its folder, when no model is
+        installed there); returns the bytes freed, or None when there was nothing.
+
+        :class:`InvalidRequest` when a pull of it is downloading right now.
+        """
+        from filelock import FileLock, Timeout
+
+        leftovers = self.unfinished(model_id)
+        folder = self.folder_for(model_id)
+        if not folder.is_dir() or folder.is_symlink() or self.get(model_id) is not None:
+            return None
+        for lock_path in (p for p in leftovers if p.name.endswith(".lock")):
+            lock = FileLock(str(lock_path), timeout=0)
+            try:
+                lock.acquire()
+            except Timeout as exc:
+                raise InvalidRequest(
+                    f"{model_id} is being downloaded right now: interrupt that pull first",
+                    model=model_id,
+                ) from exc
+            lock.release()
+        freed = 0
+        for path in leftovers:
+            if path.is_file() and not path.is_symlink():
+                freed += path.stat().st_size
+        with self._lock:
+            shutil.rmtree(folder)
+        return freed
+
+    def tidy(self, model_id: str) -> None:
+        """Remove the folder of ``model_id`` if a failed pull left it empty."""
+        try:
+            self.folder_for(model_id).rmdir()
+        except OSError:
+            pass  # not empty (a model, or a partial kept for resume) or already gone
+
     def forget(self, model_id: str) -> None:
         """Drop the manifest and model file of ``model_id`` (before a forced re-download)."""
         model = self.get(model_id)
@@ -324,6 +404,11 @@ class ModelStore:
         tmp = folder / f".{MANIFEST_NAME}.{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, folder / MANIFEST_NAME)
+
+
+def incoming_path(dest: Path) -> Path:
+    """Where the download of the model file ``dest`` waits until it is verified."""
+    return dest.with_name(dest.name + INCOMING_SUFFIX)
 
 
 def _link(source: Path, dest: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from ..config import Config
 from ..errors import (
     BackendUnavailable,
+    Cancelled,
     DownloadError,
     GenerationError,
     InvalidRequest,
@@ -154,9 +156,11 @@ class OllamaBackend:
         *,
         force: bool = False,
         quantization: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> PullResult:
         """Pull through Ollama. ``force`` changes nothing: Ollama always re-checks the registry
-        and fetches only changed layers."""
+        and fetches only changed layers. ``cancel`` is checked at every progress line; closing
+        the stream cancels the pull on Ollama's side (it keeps the layers it has)."""
         del force
         if quantization:
             if not spec.is_hf:
@@ -177,10 +181,15 @@ class OllamaBackend:
             failure=DownloadError,
             is_final=_is_pull_done,
         )
-        for line in lines:
-            event = tracker.update(line)
-            if progress is not None:
-                progress(event)
+        try:
+            for line in lines:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(f"pull of {name} interrupted", model=name, backend=self.name)
+                event = tracker.update(line)
+                if progress is not None:
+                    progress(event)
+        finally:
+            lines.close()
         seconds = time.monotonic() - started
         return PullResult(model=self.info(spec), bytes=tracker.total_bytes, seconds=seconds)
 
