@@ -192,6 +192,8 @@ def test_pull_shows_a_live_progress_bar(pull_env: dict[str, str], hub: HubStandi
     assert "done" in final
     assert any("MB/s" in frame or "GB/s" in frame for frame in frames)
     assert len(hub.downloads(CATALOG_FILE)) >= 1
+    # nothing but the bar: e.g. tqdm's "IProgress not found" warning inside the kernel
+    assert "Warning" not in result.stderr
 
 
 def test_pull_on_a_connected_kernel_then_the_same_listing(pull_env: dict[str, str]) -> None:

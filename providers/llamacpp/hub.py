@@ -28,6 +28,7 @@ import os
 import re
 import socket
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,6 +101,18 @@ def quant_label(filename: str) -> str | None:
 # Resolving ------------------------------------------------------------------------------------
 
 
+def _import_hub() -> None:
+    """Import huggingface_hub without tqdm's notebook warning.
+
+    huggingface_hub imports ``tqdm.auto``, which inside a Jupyter kernel picks the notebook
+    widget and warns on the terminal that ipywidgets is missing. Our progress never uses tqdm.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        # huggingface_hub loads its submodules lazily: name what we use to import it now
+        from huggingface_hub import HfApi, hf_hub_url  # noqa: F401
+
+
 def resolve(repo: str, quant: str, *, revision: str | None = None) -> HubFile:
     """The GGUF file of ``repo`` whose name holds ``quant`` (case-insensitive)."""
     url = endpoint()
@@ -108,6 +121,7 @@ def resolve(repo: str, quant: str, *, revision: str | None = None) -> HubFile:
     if not quant:
         raise DownloadError(f"{repo}: empty quantization", model=repo)
 
+    _import_hub()
     from huggingface_hub import HfApi
 
     try:
@@ -366,6 +380,7 @@ class _Target:
 def _fetch(file: HubFile, url: str, target: _Target, cancel: threading.Event | None) -> None:
     if target.size >= file.size:
         return  # an earlier call got every byte; verification decides
+    _import_hub()
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
