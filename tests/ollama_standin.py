@@ -296,9 +296,11 @@ class OllamaStandin:
         assert self._server is not None, "the stand-in is not running"
         return int(self._server.server_address[1])
 
-    def start(self) -> OllamaStandin:
+    def start(self, port: int = 0) -> OllamaStandin:
+        """Serve on ``port`` (0: a free one; a stopped stand-in's port: "Ollama is back")."""
         handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.stopping.clear()
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
