@@ -758,3 +758,22 @@ def test_partial_path_is_beside_the_incoming_file(backend: LlamaCppBackend) -> N
     assert partial_path(incoming).name == FILE + ".incoming.partial"
     backend.store.tidy(MODEL_ID)
     assert store_problems(backend.store.root) == []
+
+
+def test_cli_remove_of_an_abandoned_partial_says_so(
+    tiny_hub: HubStandin, backend: LlamaCppBackend
+) -> None:
+    from tests.cli_fixtures import invoke
+
+    tiny_hub.faults.drop_at = 30_000
+    with pytest.raises(DownloadError):
+        backend.pull(ModelSpec.parse(SPEC))
+
+    result = invoke(["model", "remove", SPEC, "-y"])
+
+    assert result.exit_code == 0, result.stderr
+    assert f"removed the unfinished download of {MODEL_ID}" in result.stdout
+    assert "not installed" in result.stdout
+    assert partials(backend.store.root) == {}
+    again = invoke(["model", "remove", SPEC, "-y"])
+    assert again.exit_code == 1 and "not installed" in again.stderr
