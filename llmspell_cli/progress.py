@@ -57,6 +57,9 @@ class ModelProgress:
             console=console,
             redirect_stdout=False,
             redirect_stderr=False,
+            # a finished load's spinner says nothing the next line does not ("loaded ...",
+            # the chat banner); a finished download's bar keeps its size and speed on screen
+            transient=not transfer,
         )
         self._task: TaskID | None = None
 
