@@ -1,0 +1,123 @@
+"""Kernel request round trips (``model_request`` against ``kernel_info_request`` on the same
+kernel), kernel start times and interrupt latency.
+
+A daemon kernel (``start_kernel(daemon=True)``) on a store holding Gemma 3 270M, Ollama pointed
+at a closed port. Requests are sent round-robin — kernel_info, list, status, list (llamacpp),
+status (llamacpp), ps — so that background load hits each kind alike. ``kernel_info`` goes to
+the main shell, model requests to the client's subshell, as the CLI sends them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .common import GEMMA_ID, Report, fmt, parse_args, rounds, summarize, workspace
+
+NAME = "roundtrip"
+
+
+def interrupt_latency(client: Any) -> float:
+    """Seconds from ``interrupt()`` to the Cancelled reply of a streaming generation."""
+    started = threading.Event()
+    done: list[float] = []
+
+    def run() -> None:
+        try:
+            client.model_request(
+                "generate",
+                model=GEMMA_ID,
+                prompt="Count from one to five hundred, in words:",
+                options={"max_tokens": 400},
+                stream=True,
+                on_stream=lambda _: started.set(),
+                timeout=120,
+            )
+        except Exception:
+            done.append(time.perf_counter())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    started.wait(60)
+    interrupted = time.perf_counter()
+    client.interrupt()
+    thread.join(60)
+    return done[0] - interrupted if done else float("nan")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(__doc__ or NAME, argv)
+    n = rounds(args, 300)
+    report = Report(NAME, args.quick)
+    report.parameters = {"requests_per_kind": n, "ollama": "closed port (connection refused)"}
+
+    from llmspell_kernel.client import LLMSpellClient
+    from llmspell_kernel.process import start_kernel, stop_kernel
+
+    results: dict[str, Any] = {}
+    with workspace():
+        started = time.perf_counter()
+        record = start_kernel(daemon=True)
+        results["process_start_s"] = round(time.perf_counter() - started, 3)
+        try:
+            with LLMSpellClient.connect(record.id) as client:
+                kinds: dict[str, Callable[[], object]] = {
+                    "kernel_info": lambda: client._request(
+                        "shell", "kernel_info_request", {}, timeout=10
+                    ),
+                    "list": lambda: client.model_request("list", timeout=10),
+                    "status": lambda: client.model_request("status", timeout=10),
+                    "list_llamacpp": lambda: client.model_request(
+                        "list", backend="llamacpp", timeout=10
+                    ),
+                    "status_llamacpp": lambda: client.model_request(
+                        "status", backend="llamacpp", timeout=10
+                    ),
+                    "ps": lambda: client.model_request("ps", timeout=10),
+                }
+                for call in kinds.values():  # warm-up: imports, first store scan
+                    call()
+                samples: dict[str, list[float]] = {name: [] for name in kinds}
+                for _ in range(n):
+                    for name, call in kinds.items():
+                        begin = time.perf_counter()
+                        call()
+                        samples[name].append((time.perf_counter() - begin) * 1000)
+                for name, values in samples.items():
+                    results[f"{name}_ms"] = summarize(values, 3)
+                if not args.quick:
+                    client.model_request("load", model=GEMMA_ID, timeout=300)
+                    results["interrupt_s"] = summarize(
+                        [interrupt_latency(client) for _ in range(3)], 3
+                    )
+        finally:
+            stop_kernel(record.id)
+
+        started = time.perf_counter()
+        with LLMSpellClient.embedded() as client:
+            results["embedded_start_s"] = round(time.perf_counter() - started, 3)
+            values = []
+            for _ in range(n):
+                begin = time.perf_counter()
+                client.model_request("list", timeout=10)
+                values.append((time.perf_counter() - begin) * 1000)
+            results["embedded_list_ms"] = summarize(values, 3)
+
+    report.results = results
+    info = results["kernel_info_ms"]["median"]
+    for name in ("list", "status"):
+        p50 = results[f"{name}_ms"]["median"]
+        report.target(
+            f"model_request {name} round trip (p50; p95 {results[f'{name}_ms']['p95']:.2f} ms)",
+            fmt(p50, "ms", 2) + f" ({p50 / info:.2f} x)",
+            fmt(info, "ms", 2) + " kernel_info",
+            "p50 ≤ 1.2 x kernel_info",
+            p50 <= 1.2 * info,
+        )
+    report.finish(args.output)
+
+
+if __name__ == "__main__":
+    main()
