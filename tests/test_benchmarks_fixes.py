@@ -1,0 +1,40 @@
+"""Tests for what the benchmarks found and fixed (see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import providers
+
+HEAVY = ("pydantic", "platformdirs", "jupyter_client", "zmq", "ipykernel", "IPython",
+         "llama_cpp", "httpx", "huggingface_hub")  # fmt: skip
+
+
+def _imported_after(statement: str) -> list[str]:
+    code = f"import sys\n{statement}\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout.split()
+
+
+def test_the_cli_app_imports_nothing_heavy() -> None:
+    # `llmspell --help` pays for every module imported here (target: 0.3 s wall).
+    assert _imported_after("import llmspell_cli.app") == []
+
+
+def test_providers_errors_alone_does_not_load_config() -> None:
+    assert _imported_after("import providers.errors, providers.spec") == []
+
+
+def test_providers_names_still_load_on_first_use() -> None:
+    assert providers.Config.__name__ == "Config"
+    assert providers.ProviderManager.__module__ == "providers.manager"
+    assert set(providers.__all__) <= set(dir(providers))
+    try:
+        providers.NoSuchName  # noqa: B018
+    except AttributeError as exc:
+        assert "NoSuchName" in str(exc)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")
