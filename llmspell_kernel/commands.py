@@ -24,6 +24,10 @@ from providers.types import Metrics, Progress
 
 from .protocol import Request
 
+# Read-only queries the kernel answers on the shell's thread instead of a worker thread: they
+# never load, pull or generate, and publish nothing (see LLMSpellKernel.model_request).
+INLINE_COMMANDS = frozenset({"list", "status", "ps"})
+
 # Progress callbacks can fire for every few kilobytes; one IOPub message per tenth of a second
 # is plenty for a progress bar.
 PROGRESS_INTERVAL = 0.1

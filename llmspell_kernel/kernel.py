@@ -3,8 +3,12 @@
 """LLMSpellKernel: IPython's kernel plus the ``model_request`` protocol of SPEC §5.
 
 The kernel owns one :class:`ProviderManager`. Every model request is validated, then run on a
-worker thread (the event loop of its shell never blocks); progress and generated text are
-handed back to that loop and published on IOPub, parented to the request, as they happen.
+worker thread (the event loop of its shell never blocks on a load, a pull or a generation);
+progress and generated text are handed back to that loop and published on IOPub, parented to
+the request, as they happen. The read-only state queries (``commands.INLINE_COMMANDS``: list,
+status, ps) are answered on the shell's own thread: the hop to a worker and back cost more
+than their work and made their round trip ~1.5x a ``kernel_info`` (benchmarks/bench_roundtrip).
+A shell answers its requests one after another anyway, so nothing waits longer for it.
 Every request gets exactly one ``model_reply``, whatever goes wrong.
 
 Interrupts: ``interrupt_request`` (and SIGINT) set the cancel flag of every running model
@@ -43,6 +47,7 @@ from .protocol import (
     REPLY_TYPE,
     REQUEST_TYPE,
     STREAM_TYPE,
+    Request,
     command_of,
     error_reply,
     ok_reply,
@@ -106,24 +111,32 @@ class LLMSpellKernel(IPythonKernel):
             request = parse_request(content)
             if self.config_error is not None:
                 raise self.config_error
-            loop = asyncio.get_running_loop()
-            op = commands.Operation(
-                publish_progress=self._publisher(loop, PROGRESS_TYPE, parent),
-                publish_stream=self._publisher(loop, STREAM_TYPE, parent),
-            )
-            with self._operations_lock:
-                self._operations[msg_id] = op
-            try:
-                result = await loop.run_in_executor(None, commands.run, self.manager, request, op)
-            finally:
-                with self._operations_lock:
-                    self._operations.pop(msg_id, None)
+            if request.command in commands.INLINE_COMMANDS:
+                result = commands.run(self.manager, request, commands.Operation())
+            else:
+                result = await self._run_on_worker(request, msg_id, parent)
             reply = ok_reply(request.command, result)
         except (Exception, KeyboardInterrupt) as exc:
             if not isinstance(exc, LLMSpellError | KeyboardInterrupt):
                 self.log.error("model_request %s failed", command, exc_info=exc)
             reply = error_reply(command, exc)
         self._send_reply(stream, ident, parent, reply)
+
+    async def _run_on_worker(
+        self, request: Request, msg_id: str, parent: dict[str, Any]
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        op = commands.Operation(
+            publish_progress=self._publisher(loop, PROGRESS_TYPE, parent),
+            publish_stream=self._publisher(loop, STREAM_TYPE, parent),
+        )
+        with self._operations_lock:
+            self._operations[msg_id] = op
+        try:
+            return await loop.run_in_executor(None, commands.run, self.manager, request, op)
+        finally:
+            with self._operations_lock:
+                self._operations.pop(msg_id, None)
 
     def _send_reply(
         self, stream: Any, ident: Any, parent: dict[str, Any], reply: dict[str, Any]

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from typing import Any
+
+import pytest
 
 import providers
+from providers.errors import ModelNotFound
 
 HEAVY = ("pydantic", "platformdirs", "jupyter_client", "zmq", "ipykernel", "IPython",
          "llama_cpp", "httpx", "huggingface_hub")  # fmt: skip
@@ -38,3 +43,32 @@ def test_providers_names_still_load_on_first_use() -> None:
         assert "NoSuchName" in str(exc)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_state_queries_run_on_the_shell_thread_and_the_rest_on_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # list/status/ps skip the worker-thread hop (it made their round trip ~1.5x kernel_info);
+    # everything that can load, pull or generate still runs off the shell's event loop.
+    from llmspell_kernel import commands
+    from llmspell_kernel.client import LLMSpellClient
+
+    threads: dict[str, str] = {}
+    real_run = commands.run
+
+    def run(manager: Any, request: Any, op: Any) -> dict[str, Any]:
+        threads[request.command] = threading.current_thread().name
+        return real_run(manager, request, op)
+
+    monkeypatch.setattr(commands, "run", run)
+    with LLMSpellClient.embedded() as client:
+        for command in ("list", "status", "ps", "available"):
+            client.model_request(command, backend="llamacpp" if command != "ps" else None)
+        with pytest.raises(ModelNotFound):
+            client.model_request("info", model="nothing-here@llamacpp")
+    assert commands.INLINE_COMMANDS == {"list", "status", "ps"}
+    shell = threads["list"]
+    assert threads["status"] == threads["ps"] == shell
+    assert threading.current_thread().name != shell
+    assert threads["available"] != shell
+    assert threads["info"] != shell
