@@ -7,8 +7,9 @@ The Hub stand-in of tests/hub_standin.py runs in its own process
 - direct: ``httpx.Client.stream("GET", resolve URL)`` written to a file, nothing else;
 - hub.download: llmspell's transfer (``providers.llamacpp.hub.download``: partial file,
   running sha256, progress callback, verification, atomic rename) after ``hub.resolve``;
-- pull: ``LlamaCppBackend.pull("gemma3-270m", force=True)``, what ``llmspell model pull`` runs
-  in the kernel: resolve, download, read the GGUF's metadata, write the manifest.
+- pull: ``LlamaCppBackend.pull("gemma3-270m")`` (the previous round's copy removed first,
+  untimed), what ``llmspell model pull`` runs in the kernel: resolve, download, read the GGUF's
+  metadata, write the manifest.
 
 Throughput = file size / wall time of the whole call.
 """
@@ -58,10 +59,16 @@ def hub_download(dest: Path) -> float:
 
 
 def backend_pull(backend: Any) -> float:
+    from providers.errors import ModelNotFound
     from providers.spec import ModelSpec
 
+    spec = ModelSpec.parse("gemma3-270m")
+    try:  # untimed: the previous round's copy goes, as the direct GET's file does
+        backend.remove(spec)
+    except ModelNotFound:
+        pass
     started = time.perf_counter()
-    backend.pull(ModelSpec.parse("gemma3-270m"), lambda event: None, force=True)
+    backend.pull(spec, lambda event: None)
     return time.perf_counter() - started
 
 

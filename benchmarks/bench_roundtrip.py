@@ -107,10 +107,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     report.results = results
     info = results["kernel_info_ms"]["median"]
-    for name in ("list", "status"):
+    for name, label in (
+        ("list", "list"),
+        ("status", "status"),
+        ("list_llamacpp", "list --backend llamacpp"),
+        ("status_llamacpp", "status --backend llamacpp"),
+    ):
         p50 = results[f"{name}_ms"]["median"]
         report.target(
-            f"model_request {name} round trip (p50; p95 {results[f'{name}_ms']['p95']:.2f} ms)",
+            f"model_request {label} round trip (p50; p95 {results[f'{name}_ms']['p95']:.2f} ms)",
             fmt(p50, "ms", 2) + f" ({p50 / info:.2f} x)",
             fmt(info, "ms", 2) + " kernel_info",
             "p50 ≤ 1.2 x kernel_info",
