@@ -12,6 +12,8 @@ Optional fields may be sent as ``null``; that means "not given".
 
 from __future__ import annotations
 
+import json
+import re
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -62,6 +64,7 @@ COMMANDS: dict[str, CommandSchema] = {
     ),
 }
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _ROLES = ("system", "user", "assistant")
 _FLOAT_OPTIONS = ("temperature", "top_p", "min_p", "repeat_penalty")
 _INT_OPTIONS = ("top_k", "seed", "max_tokens", "num_ctx")
@@ -203,7 +206,7 @@ def parse_options(value: Mapping[str, Any]) -> GenerationOptions:
 
 
 def ok_reply(command: str, result: Mapping[str, Any]) -> dict[str, Any]:
-    return {"status": "ok", "command": command, **result}
+    return wire_safe({"status": "ok", "command": command, **result})
 
 
 def error_reply(command: str | None, exc: BaseException) -> dict[str, Any]:
@@ -218,7 +221,20 @@ def error_reply(command: str | None, exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, LLMSpellError):
         content["model"] = exc.model
         content["backend"] = exc.backend
-    return content
+    return wire_safe(content)
+
+
+def wire_safe(content: Mapping[str, Any]) -> dict[str, Any]:
+    """``content`` as a message can carry it: values JSON cannot hold become text, and lone
+    UTF-16 surrogates become U+FFFD.
+
+    A request may hold lone surrogates (escaped JSON such as ``"\\ud800"`` decodes to them)
+    and a reply echoes what was wrong; but a message is UTF-8 on the wire, where they cannot
+    be encoded: jupyter_client's packer would raise and the request would go unanswered.
+    """
+    text = json.dumps(content, default=str, ensure_ascii=False)
+    result: dict[str, Any] = json.loads(_SURROGATE.sub("\ufffd", text))
+    return result
 
 
 def _json_type(value: Any) -> str:

@@ -84,7 +84,9 @@ class KernelProcess:
         self.manager.cleanup_resources()
 
 
-def start_kernel_process(base: Path, env: dict[str, str]) -> KernelProcess:
+def start_kernel_process(
+    base: Path, env: dict[str, str], *, cwd: Path | None = None
+) -> KernelProcess:
     jupyter_path = install_kernelspec(base)
     env = {**env, "JUPYTER_PATH": str(jupyter_path)}
     previous = os.environ.get("JUPYTER_PATH")
@@ -92,7 +94,7 @@ def start_kernel_process(base: Path, env: dict[str, str]) -> KernelProcess:
     try:
         manager = KernelManager(kernel_name="llmspell")
         manager.connection_file = str(base / "runtime" / "llmspell-test-kernel.json")
-        manager.start_kernel(env=env)
+        manager.start_kernel(env=env, **({} if cwd is None else {"cwd": str(cwd)}))
     finally:
         if previous is None:
             os.environ.pop("JUPYTER_PATH", None)

@@ -226,14 +226,20 @@ class ModelStore:
         """
         folder = self.folder_for(model_id)
         source = source.expanduser()
-        if not source.is_file():
-            raise ModelNotFound(f"no such file: {source}", model=model_id)
-        if not is_gguf(source):
+        try:
+            if not source.is_file():
+                raise ModelNotFound(f"no such file: {source}", model=model_id)
+            if not is_gguf(source):
+                raise ModelLoadError(
+                    f"{source} is not a GGUF model file (it does not start with the GGUF magic"
+                    " bytes)",
+                    model=model_id,
+                )
+            size = source.stat().st_size
+        except OSError as exc:  # a name too long, a file that cannot be read (/proc/self/mem)
             raise ModelLoadError(
-                f"{source} is not a GGUF model file (it does not start with the GGUF magic bytes)",
-                model=model_id,
-            )
-        size = source.stat().st_size
+                f"cannot read {source}: {exc.strerror or exc}", model=model_id
+            ) from exc
         existing = self.get(model_id)
         if existing is not None and existing.manifest.size == size:
             if sha256_of(source) == existing.manifest.sha256:
