@@ -637,7 +637,7 @@ def test_kernel_interrupt_and_ctrl_c_mid_pull(
         ledger.case(f"interrupt_request, stalled pull {round_ + 1}", problems)
 
     # Ctrl-C in the client (KeyboardInterrupt while it waits): it interrupts, then re-raises.
-    tiny_hub.faults.delay = 0.05
+    tiny_hub.faults.delay = 0.1  # 1.6 s for the file: time for a few progress messages
     count = [0]
 
     def ctrl_c(event: dict[str, Any]) -> None:
