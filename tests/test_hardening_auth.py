@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,76 +59,34 @@ def signed_frames(session: Session, msg: dict[str, Any]) -> Frames:
     return [bytes(frame) for frame in session.serialize(msg)]
 
 
-def attacks(
-    key: bytes, markers: Path
-) -> Iterator[tuple[str, str, Callable[[RawShell, RawShell], Frames]]]:
-    """(kind, channel, build(shell, control) → frames) for every forged message."""
+def attacks(key: bytes, markers: Path) -> Iterator[tuple[str, str, Frames]]:
+    """(kind, channel, frames) for every forged message."""
     right = Session(key=key)
 
     def forged(kind: str, index: int, msg_type: str = "execute_request") -> dict[str, Any]:
-        marker = markers / f"{kind}-{index}"
-        content = execute(marker_code(marker))
+        content = execute(marker_code(markers / f"{kind}-{index}"))
         if msg_type == "model_request":
             content = {"command": "list"}
         return right.msg(msg_type, content)
 
+    def shutdown() -> dict[str, Any]:
+        return right.msg("shutdown_request", {"restart": False})
+
     for i in range(PER_KIND):
-        yield (
-            "wrong-key",
-            "shell",
-            lambda s, c, i=i: signed_frames(
-                Session(key=os.urandom(16).hex().encode()), forged("wrong-key", i)
-            ),
-        )
-        yield (
-            "unsigned",
-            "shell",
-            lambda s, c, i=i: signed_frames(Session(key=b""), forged("unsigned", i)),
-        )
-        yield (
-            "tampered-content",
-            "shell",
-            lambda s, c, i=i: tamper_content(right, forged("tampered-content", i), markers),
-        )
-        yield (
-            "tampered-header",
-            "shell",
-            lambda s, c, i=i: tamper_header(right, forged("tampered-header", i)),
-        )
-        yield (
-            "other-scheme",
-            "shell",
-            lambda s, c, i=i: signed_frames(
-                Session(key=key, signature_scheme="hmac-sha512"), forged("other-scheme", i)
-            ),
-        )
-        yield (
-            "truncated-signature",
-            "shell",
-            lambda s, c, i=i: truncate_signature(right, forged("truncated-signature", i)),
-        )
-        yield (
-            "model-request-wrong-key",
-            "shell",
-            lambda s, c, i=i: signed_frames(
-                Session(key=b"not-the-key"), forged("m", i, "model_request")
-            ),
-        )
-        yield (
-            "control-shutdown-wrong-key",
-            "control",
-            lambda s, c: signed_frames(
-                Session(key=b"not-the-key"),
-                right.msg("shutdown_request", {"restart": False}),
-            ),
-        )
-        yield (
-            "control-shutdown-unsigned",
-            "control",
-            lambda s, c: signed_frames(
-                Session(key=b""), right.msg("shutdown_request", {"restart": False})
-            ),
-        )
+        wrong = Session(key=os.urandom(16).hex().encode())
+        yield "wrong-key", "shell", signed_frames(wrong, forged("wrong-key", i))
+        yield "unsigned", "shell", signed_frames(Session(key=b""), forged("unsigned", i))
+        content_changed = tamper_content(right, forged("tampered-content", i), markers)
+        yield "tampered-content", "shell", content_changed
+        yield "tampered-header", "shell", tamper_header(right, forged("tampered-header", i))
+        sha512 = Session(key=key, signature_scheme="hmac-sha512")
+        yield "other-scheme", "shell", signed_frames(sha512, forged("other-scheme", i))
+        cut = truncate_signature(right, forged("truncated-signature", i))
+        yield "truncated-signature", "shell", cut
+        model = signed_frames(wrong, forged("m", i, "model_request"))
+        yield "model-request-wrong-key", "shell", model
+        yield "control-shutdown-wrong-key", "control", signed_frames(wrong, shutdown())
+        yield "control-shutdown-unsigned", "control", signed_frames(Session(key=b""), shutdown())
 
 
 def tamper_content(session: Session, msg: dict[str, Any], markers: Path) -> Frames:
@@ -172,9 +130,9 @@ def test_forged_unsigned_and_tampered_messages_are_neither_run_nor_answered(
     control.socket = control.kc.connect_control(identity=control.session.bsession)
     tried: Counter[str] = Counter()
     try:
-        for kind, channel, build in attacks(key_of(kernel), markers):
+        for kind, channel, frames in attacks(key_of(kernel), markers):
             target = shell if channel == "shell" else control
-            target.socket.send_multipart(build(shell, control))
+            target.socket.send_multipart(frames)
             tried[kind] += 1
         # A legitimate request on the same socket after all of them: its reply proves the
         # kernel has read past every forged message.
