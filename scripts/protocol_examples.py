@@ -106,7 +106,7 @@ def dump(content: Any) -> str:
     if len(line) <= 96:
         return line
     if isinstance(content, list) and all(
-        len(json.dumps(item, ensure_ascii=False)) <= 96 for item in content
+        len(json.dumps(item, ensure_ascii=False)) <= 110 for item in content
     ):
         rows = ",\n".join("  " + json.dumps(item, ensure_ascii=False) for item in content)
         return f"[\n{rows}\n]"
