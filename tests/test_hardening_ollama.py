@@ -63,9 +63,6 @@ def client(standin: OllamaStandin, tmp_path: Path) -> Iterator[LLMSpellClient]:
         yield embedded
 
 
-Outcome = dict[str, Any] | BaseException
-
-
 def attempt(operation: Callable[[], Any]) -> tuple[Any, float]:
     began = time.perf_counter()
     try:
