@@ -113,6 +113,18 @@ def kernel_alive(connection_file: str, timeout: float = 10.0) -> dict[str, Any]:
         client.stop_channels()
 
 
+def memory_of(pid: int) -> dict[str, int]:
+    """RSS of a process split as Linux reports it (bytes): ``anon`` (heap, stacks: what a
+    leak grows), ``file`` (mapped files: the model's weights, reclaimable), ``total``."""
+    fields = {"RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem", "VmRSS": "total"}
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in fields:
+            found[fields[name]] = int(value.split()[0]) * 1024
+    return found
+
+
 # Raw pipelined shell ----------------------------------------------------------------------------
 
 
