@@ -69,6 +69,7 @@ def start_kernel(
     config_path: str | Path | None = None,
     on_ready: Callable[[KernelRecord], None] | None = None,
     timeout: float = START_TIMEOUT,
+    encrypt: bool = False,
 ) -> KernelRecord:
     """Start a kernel process and wait until it answers.
 
@@ -76,12 +77,20 @@ def start_kernel(
     returns its record. ``daemon=False`` runs it in the foreground: its output goes to this
     terminal, ``on_ready`` is called once it answers, and the call returns when the kernel
     exits (Ctrl-C stops it cleanly).
+
+    ``encrypt=True`` turns on CurveZMQ transport encryption: the connection file (mode 0600)
+    then also holds a Curve key pair, which ipykernel applies to its sockets and
+    jupyter_client (8.10+) clients to theirs; clients without the keys cannot talk to it.
     """
     if ip not in LOOPBACK:
         log.warning(
             "the kernel will listen on %s, not on loopback: anyone who can reach it and read "
-            "its connection file can run code as you",
+            "its connection file can run code as you, and %s",
             ip,
+            "its traffic is encrypted (CurveZMQ)"
+            if encrypt
+            else "its traffic (code, outputs, prompts) crosses the network in plain text"
+            " (see --encrypt)",
         )
     kernel_id = uuid.uuid4().hex[:8]
     runtime = Path(jupyter_runtime_dir())
@@ -90,6 +99,8 @@ def start_kernel(
     if cf.exists():
         raise KernelConnectionError(f"connection file {cf} already exists")
     cf.parent.mkdir(parents=True, exist_ok=True)
+    if encrypt:
+        _write_encrypted_connection_file(cf, ip)
     directory = records_dir()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = dict(os.environ)
@@ -236,6 +247,23 @@ def _find(id_or_file: str) -> KernelRecord:
     if len(matches) > 1:
         raise KernelConnectionError(f"{id_or_file!r} matches several kernels: {known}")
     raise KernelConnectionError(f"no llmspell kernel {id_or_file!r} (running: {known})")
+
+
+def _write_encrypted_connection_file(cf: Path, ip: str) -> None:
+    """A connection file (0600) with a new HMAC key and a CurveZMQ key pair; ports are
+    picked now. The kernel reads it instead of writing its own."""
+    import zmq
+    from jupyter_client.connect import write_connection_file
+    from jupyter_client.session import new_id_bytes
+
+    if not zmq.has("curve"):
+        raise KernelConnectionError(
+            "CurveZMQ encryption is not available: this pyzmq's libzmq was built without it"
+        )
+    public, secret = zmq.curve_keypair()
+    write_connection_file(
+        str(cf), ip=ip, key=new_id_bytes(), curve_publickey=public, curve_secretkey=secret
+    )
 
 
 # Processes ------------------------------------------------------------------------------------

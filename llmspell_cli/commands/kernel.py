@@ -45,6 +45,13 @@ def start(
         Path | None,
         typer.Option("--connection-file", "-f", dir_okay=False, help="Where to write it."),
     ] = None,
+    encrypt: Annotated[
+        bool,
+        typer.Option(
+            "--encrypt",
+            help="Encrypt the kernel's traffic (CurveZMQ; keys in the 0600 connection file).",
+        ),
+    ] = False,
 ) -> None:
     """Start a kernel; connect to it with --connect ID or --connect FILE.
 
@@ -73,6 +80,7 @@ def start(
         connection_file=connection_file,
         config_path=cli.config,
         on_ready=announce,
+        encrypt=encrypt,
     )
     if not daemon:
         out.note(f"kernel {record.id} stopped")
