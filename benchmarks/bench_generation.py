@@ -114,8 +114,8 @@ def kernel_generate(client: Any, prompt: str, max_tokens: int) -> Sample:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__ or NAME, argv)
-    n_rounds = rounds(args, 12)
-    max_tokens = 8 if args.quick else 128
+    n_rounds = rounds(args, 10)
+    max_tokens = 8 if args.quick else 64
     report = Report(NAME, args.quick)
 
     from llmspell_kernel.client import LLMSpellClient

@@ -65,7 +65,7 @@ def backend_generate(backend: Any, prompt: str, max_tokens: int) -> Sample:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__ or NAME, argv)
     n_rounds = rounds(args, 10)
-    max_tokens = 8 if args.quick else 128
+    max_tokens = 8 if args.quick else 64
     report = Report(NAME, args.quick)
     report.parameters = {
         "server": "tests/ollama_standin.py in its own process (Gemma 3 270M, n_threads=2)",
