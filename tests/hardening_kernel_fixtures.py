@@ -139,17 +139,21 @@ class Outcome:
 
 
 class RawShell:
-    """One DEALER socket on a kernel's shell port, signing with the connection file's key.
+    """One DEALER socket on a kernel's shell (or control) port, signing with the connection
+    file's key (or with ``session``).
 
     :meth:`pipeline` keeps up to ``window`` messages in flight, matches every reply to its
     request by parent ``msg_id`` and counts replies to nothing it sent (``strays``).
     """
 
-    def __init__(self, connection_file: str, *, session: Session | None = None) -> None:
+    def __init__(
+        self, connection_file: str, *, session: Session | None = None, channel: str = "shell"
+    ) -> None:
         self.kc = BlockingKernelClient(connection_file=connection_file)
         self.kc.load_connection_file()
         self.session = session or self.kc.session
-        self.socket = self.kc.connect_shell(identity=self.session.bsession)
+        connect = self.kc.connect_control if channel == "control" else self.kc.connect_shell
+        self.socket = connect(identity=self.session.bsession)
         self.strays: list[dict[str, Any]] = []
         self.undecodable = 0
 

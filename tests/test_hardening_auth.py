@@ -125,9 +125,7 @@ def test_forged_unsigned_and_tampered_messages_are_neither_run_nor_answered(
     pid = kernel_pid(kernel)
     # The attacker can reach the ports, but has its own sockets (and identity).
     shell = RawShell(kernel.connection_file)
-    control = RawShell(kernel.connection_file)
-    control.socket.close(linger=0)
-    control.socket = control.kc.connect_control(identity=control.session.bsession)
+    control = RawShell(kernel.connection_file, channel="control")
     tried: Counter[str] = Counter()
     try:
         for kind, channel, frames in attacks(key_of(kernel), markers):
@@ -177,9 +175,7 @@ def test_replayed_messages_are_neither_run_nor_answered(
     rounds = 25
     shell = RawShell(kernel.connection_file, session=right)
     other = RawShell(kernel.connection_file, session=Session(key=key_of(kernel)))
-    control = RawShell(kernel.connection_file, session=right)
-    control.socket.close(linger=0)
-    control.socket = control.kc.connect_control(identity=control.session.bsession)
+    control = RawShell(kernel.connection_file, session=right, channel="control")
     counter = tmp_path / "counter"
     originals: list[Frames] = []
     replies: list[dict[str, Any]] = []

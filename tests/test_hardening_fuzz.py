@@ -209,7 +209,9 @@ def test_content_ipykernel_cannot_decode_is_dropped_and_the_kernel_lives(
     shell = RawShell(fuzz_kernel.kernel.connection_file)
     try:
         outcomes = shell.pipeline(
-            (shell.message("model_request", raw) for raw in undecodable), settle=3.0, timeout=10
+            (shell.message("model_request", raw) for raw in undecodable),
+            settle=2.0,
+            request_timeout=2.0,
         )
         [after] = shell.pipeline([shell.message("model_request", {"command": "ps"})])
     finally:

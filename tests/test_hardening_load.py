@@ -118,7 +118,9 @@ def hammer(
 ) -> None:
     """One client: its own connection and subshell, ``REQUESTS`` requests one after another."""
     shell = RawShell(connection_file)
-    control = shell.kc.connect_control(identity=shell.session.bsession)
+    # Its control socket: another identity (two sockets under one identity would steal each
+    # other's replies at the kernel's ROUTER).
+    control = shell.kc.connect_control()
     try:
         shell.session.send(control, "create_subshell_request", {})
         assert control.poll(30_000), "no reply to create_subshell_request"
