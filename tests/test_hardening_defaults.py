@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
 import pytest
+import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from llmspell_kernel.client import LLMSpellClient
@@ -201,18 +202,29 @@ def through_relay(record: KernelRecord, tmp_path: Path) -> tuple[Relay, Path]:
 SECRET = "TOP-SECRET-PROMPT-4711"
 
 
-def sniff(record: KernelRecord, tmp_path: Path) -> bytes:
-    """What crossed the shell channel while a cell holding ``SECRET`` ran."""
+def sniff(record: KernelRecord, tmp_path: Path) -> tuple[bytes, bytes]:
+    """What crossed the shell channel while a cell holding ``SECRET`` ran, and what a local
+    eavesdropper without any key got by subscribing to the IOPub port."""
     relay, relayed = through_relay(record, tmp_path)
+    info = json.loads(record.connection_file.read_text())
+    context = zmq.Context()
+    eavesdropper = context.socket(zmq.SUB)
+    eavesdropper.setsockopt(zmq.SUBSCRIBE, b"")
+    eavesdropper.connect(f"tcp://127.0.0.1:{info['iopub_port']}")
+    overheard = bytearray()
     try:
         with LLMSpellClient(relayed) as client:
-            result = client.execute(f"secret = {SECRET!r}; secret.lower()")
+            result = client.execute(f"secret = {SECRET!r}; print(secret); secret.lower()")
             assert result.status == "ok"
-            assert result.outputs[0]["data"]["text/plain"] == repr(SECRET.lower())
+            assert result.outputs[-1]["data"]["text/plain"] == repr(SECRET.lower())
             assert client.model_request("ps")["status"] == "ok"
-        return bytes(relay.carried)
+        while eavesdropper.poll(500):
+            overheard += b"".join(eavesdropper.recv_multipart())
+        return bytes(relay.carried), bytes(overheard)
     finally:
         relay.close()
+        eavesdropper.close(linger=0)
+        context.term()
 
 
 def test_curve_encryption_hides_the_traffic_and_shuts_out_clients_without_the_keys(
@@ -226,8 +238,8 @@ def test_curve_encryption_hides_the_traffic_and_shuts_out_clients_without_the_ke
         assert mode(encrypted.connection_file) == 0o600
         assert {ip for ip, _ in listening(encrypted.pid)} == {"127.0.0.1"}
 
-        clear_bytes = sniff(plain, tmp_path)
-        secret_bytes = sniff(encrypted, tmp_path)
+        clear_bytes, clear_iopub = sniff(plain, tmp_path)
+        secret_bytes, secret_iopub = sniff(encrypted, tmp_path)
 
         # A client that has the HMAC key but not the Curve keys gets nowhere.
         for name in ("curve_publickey", "curve_secretkey"):
@@ -253,8 +265,14 @@ def test_curve_encryption_hides_the_traffic_and_shuts_out_clients_without_the_ke
             "plain_secret_visible": SECRET.encode() in clear_bytes,
             "encrypted_shell_bytes": len(secret_bytes),
             "encrypted_secret_visible": SECRET.encode() in secret_bytes,
+            "plain_iopub_overheard_without_key": SECRET.encode() in clear_iopub,
+            "encrypted_iopub_overheard_without_key": SECRET.encode() in secret_iopub,
         },
     )
+    # IOPub is a PUB socket: without encryption anyone who can reach the port reads the
+    # outputs, key or no key (the HMAC signs, it does not hide). With Curve, nothing.
+    assert SECRET.encode() in clear_iopub
+    assert secret_iopub == b""
     assert SECRET.encode() in clear_bytes, "the relay sees plain traffic"
     assert len(secret_bytes) > 1000
     assert SECRET.encode() not in secret_bytes
