@@ -1,7 +1,7 @@
 """Print the recorded results (``benchmarks/results/*.json``) as Markdown: the machine, then
-one table of targets per benchmark. docs/benchmarks.md embeds this output.
+one table of all targets. docs/benchmarks.md embeds this output.
 
-``.venv/bin/python -m benchmarks.report [--results DIR]``
+``.venv/bin/python -m benchmarks.report [--results DIR] [--write docs/benchmarks.md]``
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ def markdown(documents: list[dict[str, Any]]) -> str:
             cells = [row["what"], row["llmspell"], row["baseline"], row["target"]]
             cells.append(f"**{verdict(row['met'])}**")
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    notes = [f"- {doc['benchmark']}: {note}" for doc in documents for note in doc.get("notes", [])]
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -61,11 +64,32 @@ def load(results: Path) -> list[dict[str, Any]]:
     return documents
 
 
+START = "<!-- results:start -->"
+END = "<!-- results:end -->"
+
+
+def embed(page: Path, text: str) -> None:
+    """Replace what lies between the results markers of ``page`` with ``text``."""
+    content = page.read_text(encoding="utf-8")
+    head, start, rest = content.partition(START)
+    _, end, tail = rest.partition(END)
+    if not start or not end:
+        raise SystemExit(f"{page} has no {START} ... {END} section")
+    page.write_text(f"{head}{START}\n{text}{END}{tail}", encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--write", type=Path, default=None, help="embed into this page (docs/benchmarks.md)"
+    )
     args = parser.parse_args(argv)
-    print(markdown(load(args.results)), end="")
+    text = markdown(load(args.results))
+    if args.write is not None:
+        embed(args.write, text)
+    else:
+        print(text, end="")
 
 
 if __name__ == "__main__":
