@@ -10,6 +10,7 @@ counts what it tried and asserts that nothing was lost (``tests.hardening_faults
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -209,6 +210,25 @@ def test_ollama_faults_through_the_kernel(client: LLMSpellClient, standin: Ollam
             lambda r, fragment=fragment: error_problems(r, "DownloadError", fragment),
             pull_recovers,
         )
+
+    # An interrupt while Ollama sends nothing: Cancelled at once, not the timeout's error.
+    for round_ in range(3):
+        standin.fault = Fault("slow", path="/api/pull", delay=SLOW)
+        outcome: list[Any] = []
+        puller = threading.Thread(target=lambda outcome=outcome: outcome.append(attempt(pull)))
+        puller.start()
+        try:
+            time.sleep(0.3)
+            asked = time.perf_counter()
+            client.interrupt()
+            puller.join(BOUND)
+            ledger.time("interrupted_stalled_pull", time.perf_counter() - asked)
+        finally:
+            puller.join(60)
+        result = outcome[0][0] if outcome else None
+        problems = error_problems(result, "Cancelled", "interrupted") + alive_problems(client)
+        standin.fault = None
+        ledger.case(f"interrupt of a stalled pull {round_ + 1}", problems + pull_recovers())
 
     # Down, then back on the same port: the same kernel works again.
     port = standin.port

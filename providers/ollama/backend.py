@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,15 +182,10 @@ class OllamaBackend:
             failure=DownloadError,
             is_final=_is_pull_done,
         )
-        try:
-            for line in lines:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(f"pull of {name} interrupted", model=name, backend=self.name)
-                event = tracker.update(line)
-                if progress is not None:
-                    progress(event)
-        finally:
-            lines.close()
+        for line in _unless_cancelled(lines, cancel, f"pull of {name}", name):
+            event = tracker.update(line)
+            if progress is not None:
+                progress(event)
         seconds = time.monotonic() - started
         return PullResult(model=self.info(spec), bytes=tracker.total_bytes, seconds=seconds)
 
@@ -308,6 +304,51 @@ class OllamaBackend:
             if same_model(str(entry.get("name") or entry.get("model")), name):
                 return entry
         return None
+
+
+def _unless_cancelled(
+    lines: Generator[Json, None, None], cancel: threading.Event | None, what: str, model: str
+) -> Iterator[Json]:
+    """The items of ``lines`` (closed at the end), stopping with :class:`Cancelled` as soon as
+    ``cancel`` is set, even while the server sends nothing: the lines are read on a helper
+    thread, which closes the abandoned request at its next line or at its timeout."""
+    if cancel is None:
+        try:
+            yield from lines
+        finally:
+            lines.close()
+        return
+    handoff: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for line in lines:
+                if stop.is_set():
+                    break
+                handoff.put(("line", line))
+            handoff.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            handoff.put(("error", exc))
+        finally:
+            lines.close()
+
+    threading.Thread(target=read, name="llmspell-ollama-stream", daemon=True).start()
+    try:
+        while True:
+            if cancel.is_set():
+                raise Cancelled(f"{what} interrupted", model=model, backend="ollama")
+            try:
+                kind, value = handoff.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 def _chat_text(line: Json) -> str:
