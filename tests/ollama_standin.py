@@ -616,7 +616,12 @@ class _Handler(BaseHTTPRequestHandler):
         runner = standin.runner
         assert runner is not None, "the stand-in has no model runner"
         options = body.get("options") or {}
-        prompt = runner.chat_prompt(body["messages"]) if chat else str(body["prompt"])
+        if chat:
+            prompt = runner.chat_prompt(body["messages"])
+        elif body.get("raw"):
+            prompt = str(body["prompt"])
+        else:  # as Ollama does: the prompt is one user turn of the model's template
+            prompt = runner.chat_prompt([{"role": "user", "content": str(body["prompt"])}])
 
         def piece_line(text: str) -> Json:
             content = (

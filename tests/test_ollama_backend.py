@@ -258,6 +258,7 @@ def test_complete_streams_text_with_metrics(ollama: OllamaBackend, standin: Olla
     assert text.strip()
     body = standin.bodies("/api/generate")[-1]
     assert body["prompt"] == "The capital of France is"
+    assert body["raw"] is True  # a completion is not wrapped in the chat template
     assert body["options"] == {"temperature": 0.0, "num_predict": 8}
     assert final.metrics is not None
     assert final.metrics.generated_tokens == standin.finals[-1]["eval_count"]

@@ -257,6 +257,9 @@ class OllamaBackend:
         name = ollama_name(spec)
         body = self._generation_body(name, options)
         body["prompt"] = prompt
+        # A completion continues the text as given: without `raw`, Ollama would wrap it in the
+        # model's chat template (llamacpp's complete() applies no template either).
+        body["raw"] = True
         return self._generate("/api/generate", name, body, _generate_text)
 
     def close(self) -> None:
