@@ -29,6 +29,7 @@ def direct_generate(http: Any, prompt: str, max_tokens: int) -> Sample:
     body = {
         "model": MODEL,
         "prompt": prompt,
+        "raw": True,  # as OllamaBackend.complete sends it: no chat template around the prompt
         "stream": True,
         "options": {"num_predict": max_tokens, "temperature": 0.0},
     }
