@@ -291,7 +291,16 @@ def test_ollama_generation_faults_through_the_kernel(
 
     def answers(operation: Callable[[], Any]) -> Callable[[], list[str]]:
         def check() -> list[str]:
-            result, _ = attempt(operation)
+            # On a machine loaded by other jobs the first token can take longer than this
+            # test's short timeout: a timed-out answer is asked again (counted), twice at most.
+            for _ in range(3):
+                result, _ = attempt(operation)
+                timed_out = isinstance(result, LLMSpellError) and "timeout_seconds" in str(result)
+                if not timed_out:
+                    break
+                ledger.extra["recovery_retries_after_timeout"] = (
+                    ledger.extra.get("recovery_retries_after_timeout", 0) + 1
+                )
             if not isinstance(result, dict) or not result.get("text", "").strip():
                 return [f"the model does not answer after the fault: {result!r}"[:300]]
             return []
