@@ -280,7 +280,9 @@ def test_eight_clients_by_500_requests_during_a_pull_a_generation_and_a_cell(
         assert downloading.wait(60), f"the pull never started: {pulled}"
         assert pieces or gen_thread.is_alive()
 
+        streamed_before = len(pieces)
         runs, elapsed = run_clients(cf, REQUESTS)
+        streamed_during = len(pieces) - streamed_before
         background_busy = {
             "pull": pull_thread.is_alive(),
             "cell": cell_thread.is_alive(),
@@ -343,6 +345,7 @@ def test_eight_clients_by_500_requests_during_a_pull_a_generation_and_a_cell(
                 if generated and isinstance(generated[0], dict)
                 else None
             ),
+            "generation_pieces_streamed_while_clients_connected_and_ran": streamed_during,
             "pull_outcome": type(pulled[0]).__name__ if pulled else None,
             "steady": {
                 "tried": CLIENTS * REQUESTS,
