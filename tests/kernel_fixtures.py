@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,19 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
+from llmspell_kernel.client import LLMSpellClient
 from providers.config import Config
 from providers.llamacpp import LlamaCppBackend
 
 GEMMA_ID = "gemma3-270m"
 DEAD_OLLAMA = "http://127.0.0.1:9"
+LONG_GENERATION = {
+    "model": GEMMA_ID,
+    "prompt": "Count from one to five hundred, in words, one number per line:",
+    "options": {"max_tokens": 400, "temperature": 0.0},
+    "stream": True,
+}
+"""A ``generate`` request that streams for many seconds: something to interrupt."""
 
 
 def make_store(base: Path, gemma_path: Path) -> Path:
@@ -106,6 +115,27 @@ def start_kernel_process(
 @pytest.fixture(scope="module")
 def gemma_store(tmp_path_factory: pytest.TempPathFactory, gemma_path: Path) -> Path:
     return make_store(tmp_path_factory.mktemp("store"), gemma_path)
+
+
+@pytest.fixture(scope="module", name="kernel")
+def gemma_kernel(
+    tmp_path_factory: pytest.TempPathFactory, gemma_store: Path
+) -> Iterator[KernelProcess]:
+    """A kernel subprocess for the module, on the store with Gemma imported."""
+    base = tmp_path_factory.mktemp("kernel")
+    process = start_kernel_process(base, kernel_environment(base, gemma_store))
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module", name="client")
+def gemma_client(kernel: KernelProcess) -> Iterator[LLMSpellClient]:
+    """An LLMSpellClient of that kernel, with Gemma loaded."""
+    with LLMSpellClient(kernel.connection_file) as llm:
+        llm.model_request("load", model=GEMMA_ID, timeout=60)
+        yield llm
 
 
 # Raw protocol ----------------------------------------------------------------------------------

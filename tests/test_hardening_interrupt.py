@@ -11,8 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,45 +22,24 @@ from tests.hardening_faults_fixtures import Ledger
 from tests.hardening_kernel_fixtures import kernel_pid
 from tests.kernel_fixtures import (
     GEMMA_ID,
+    LONG_GENERATION,
     KernelProcess,
+    gemma_client,
+    gemma_kernel,
     gemma_store,
-    kernel_environment,
-    start_kernel_process,
 )
 
-__all__ = ["gemma_store"]
+__all__ = ["gemma_client", "gemma_kernel", "gemma_store"]
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
 
 ROUNDS = 20
 STOP_BOUND = 10.0
 """Seconds from the interrupt to the Cancelled reply (generous: only catches a hang)."""
-LONG = {
-    "model": GEMMA_ID,
-    "prompt": "Count from one to five hundred, in words, one number per line:",
-    "options": {"max_tokens": 400, "temperature": 0.0},
-    "stream": True,
-}
+LONG = LONG_GENERATION
 LOAD_COUNT = (
     "print(get_ipython().kernel.manager.backend('llamacpp').load_count)"  # the kernel's own
 )
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory, gemma_store: Path) -> Iterator[KernelProcess]:
-    base = tmp_path_factory.mktemp("kernel")
-    process = start_kernel_process(base, kernel_environment(base, gemma_store))
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
-def client(kernel: KernelProcess) -> Iterator[LLMSpellClient]:
-    with LLMSpellClient(kernel.connection_file) as llm:
-        llm.model_request("load", model=GEMMA_ID, timeout=60)
-        yield llm
 
 
 def load_count(client: LLMSpellClient) -> int:

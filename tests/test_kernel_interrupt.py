@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,40 +16,19 @@ from llmspell_kernel.client import LLMSpellClient
 from providers.errors import Cancelled
 from tests.kernel_fixtures import (
     GEMMA_ID,
+    LONG_GENERATION,
     KernelProcess,
+    gemma_client,
+    gemma_kernel,
     gemma_store,
-    kernel_environment,
-    start_kernel_process,
 )
 
-__all__ = ["gemma_store"]
+__all__ = ["gemma_client", "gemma_kernel", "gemma_store"]
 
 pytestmark = pytest.mark.model
 
-LONG = {
-    "model": GEMMA_ID,
-    "prompt": "Count from one to five hundred, in words, one number per line:",
-    "options": {"max_tokens": 400, "temperature": 0.0},
-    "stream": True,
-}
+LONG = LONG_GENERATION
 HANG_BOUND = 10.0
-
-
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory, gemma_store: Path) -> Iterator[KernelProcess]:
-    base = tmp_path_factory.mktemp("kernel")
-    process = start_kernel_process(base, kernel_environment(base, gemma_store))
-    try:
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture(scope="module")
-def client(kernel: KernelProcess) -> Iterator[LLMSpellClient]:
-    with LLMSpellClient(kernel.connection_file) as llm:
-        llm.model_request("load", model=GEMMA_ID, timeout=60)
-        yield llm
 
 
 def generate_in_thread(
