@@ -11,7 +11,10 @@ and ``create_completion(stream=True)`` with the same greedy sampling and ``max_t
 Rounds interleave (raw then kernel, kernel then raw, ...) with one prompt per round used by
 both, so background load and llama.cpp's prompt cache hit both alike. Per round:
 
-- tokens/s = (pieces - 1) / (last piece - first piece), as seen by the consumer;
+- tokens/s = (tokens - 1) / (last piece - first piece), as seen by the consumer (the kernel
+  sends the first token at once, then one ``model_stream`` message per 50 ms holding the
+  tokens of that time, so its tokens are the reply's ``generated_tokens``; raw has a piece per
+  token);
 - TTFT = first piece - call;
 - second request: the kernel unloads the model, a first request reloads it, a second request
   (another prompt) is timed, and raw generates that same prompt warm.
@@ -72,8 +75,10 @@ class Sample:
 
     @property
     def tokens_per_second(self) -> float:
+        # The kernel joins the tokens of each 50 ms into one message: count tokens, not pieces.
+        tokens = self.tokens if self.tokens is not None else len(self.pieces)
         span = self.pieces[-1] - self.pieces[0]
-        return (len(self.pieces) - 1) / span if span > 0 else 0.0
+        return (tokens - 1) / span if span > 0 else 0.0
 
 
 def raw_generate(llama: Any, prompt: str, max_tokens: int) -> Sample:
@@ -83,16 +88,14 @@ def raw_generate(llama: Any, prompt: str, max_tokens: int) -> Sample:
     stream = llama.create_completion(
         prompt=tokens, stream=True, max_tokens=max_tokens, stop=[], temperature=0.0
     )
-    count = 0
     try:
         for part in stream:
-            count += 1
             if part["choices"][0]["text"]:
                 sample.piece()
     finally:
         stream.close()
     sample.end()
-    sample.tokens = count
+    sample.tokens = len(sample.pieces)
     return sample
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelbase import Kernel
 from IPython.core.interactiveshell import InteractiveShell
-from traitlets import Bool, Unicode
+from traitlets import Bool, Float, Unicode
 
 from providers.config import Config
 from providers.errors import ConfigError, LLMSpellError
@@ -53,6 +53,7 @@ from .protocol import (
     ok_reply,
     parse_request,
 )
+from .streaming import StreamPublisher
 
 
 class LLMSpellKernel(IPythonKernel):
@@ -64,6 +65,12 @@ class LLMSpellKernel(IPythonKernel):
 
     config_path = Unicode(
         None, allow_none=True, help="llmspell config file (default: $LLMSPELL_CONFIG)"
+    ).tag(config=True)
+    stream_interval = Float(
+        0.05,
+        help="Seconds between two model_stream messages of a generation: the text generated in "
+        "between is sent as one message (the first piece always goes at once). 0 sends every "
+        "piece as it comes.",
     ).tag(config=True)
     signal_interrupts = Bool(
         True,
@@ -126,15 +133,19 @@ class LLMSpellKernel(IPythonKernel):
         self, request: Request, msg_id: str, parent: dict[str, Any]
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
+        stream = StreamPublisher(
+            self.iopub_thread, partial(self._publish, STREAM_TYPE, parent), self.stream_interval
+        )
         op = commands.Operation(
-            publish_progress=self._publisher(loop, PROGRESS_TYPE, parent),
-            publish_stream=self._publisher(loop, STREAM_TYPE, parent),
+            publish_progress=self._publisher(PROGRESS_TYPE, parent),
+            publish_stream=stream.publish,
         )
         with self._operations_lock:
             self._operations[msg_id] = op
         try:
             return await loop.run_in_executor(None, commands.run, self.manager, request, op)
         finally:
+            stream.flush()
             with self._operations_lock:
                 self._operations.pop(msg_id, None)
 
@@ -149,20 +160,19 @@ class LLMSpellKernel(IPythonKernel):
         assert self.session is not None
         self.session.send(stream, REPLY_TYPE, content, parent, ident)
 
-    def _publisher(
-        self, loop: asyncio.AbstractEventLoop, msg_type: str, parent: dict[str, Any]
-    ) -> Callable[[dict[str, Any]], None]:
-        # Worker threads hand messages to the request's own loop, so they leave in order with
-        # the reply and the final idle status (which that loop's thread publishes).
-        def publish(content: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(partial(self._publish, msg_type, parent, content))
-
-        return publish
+    def _publisher(self, msg_type: str, parent: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        # A worker thread hands each message straight to the IOPub thread, whose queue keeps
+        # them in order ahead of the reply's idle status (published through the same queue
+        # after the worker returns).
+        iopub = self.iopub_thread
+        send = partial(self._publish, msg_type, parent)
+        return lambda content: iopub.schedule(partial(send, content))
 
     def _publish(self, msg_type: str, parent: dict[str, Any], content: dict[str, Any]) -> None:
+        """Sends on IOPub; runs on the IOPub thread."""
         assert self.session is not None
         self.session.send(
-            self.iopub_socket, msg_type, content, parent=parent, ident=self._topic(msg_type)
+            self.iopub_thread.socket, msg_type, content, parent=parent, ident=self._topic(msg_type)
         )
 
     # Interrupts -----------------------------------------------------------------------------
