@@ -80,6 +80,23 @@ def test_a_server_that_goes_away_is_unavailable(
     assert ollama.health().available is False
 
 
+def test_down_stays_down_with_the_same_message_then_comes_back(
+    ollama: OllamaBackend, standin: OllamaStandin
+) -> None:
+    # After one refusal the client checks with a bare TCP connect: same error, and the
+    # first request after the server is back goes through.
+    port = standin.port
+    standin.stop()
+    reasons = [ollama.health().reason for _ in range(3)]
+    assert reasons[0] is not None and "not running at" in reasons[0]
+    assert reasons == [reasons[0]] * 3
+    with pytest.raises(BackendUnavailable, match="not running at"):
+        ollama.loaded()
+    standin.start(port)
+    assert ollama.health().available is True
+    assert ollama.list_models()
+
+
 # Slow ------------------------------------------------------------------------------------------
 
 

@@ -200,7 +200,9 @@ class ModelStore:
         if manifest is None:
             return None
         try:
-            if self.folder_for(manifest.id) != folder:
+            # ``folder`` is in the store (listed or checked by folder_for): its name decides.
+            validate_id(manifest.id)
+            if manifest.id.translate(_FOLDER_CHARS) != folder.name:
                 return None
             size = (folder / manifest.file).stat().st_size
         except (OSError, InvalidModelSpec):

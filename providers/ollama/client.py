@@ -19,6 +19,7 @@ here, with ``raise ... from exc``:
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,6 +67,9 @@ class OllamaClient:
             raise ConfigError(
                 f"invalid Ollama URL {base_url!r}: {exc}", key="providers.ollama.base_url"
             ) from exc
+        url = self._http.base_url
+        self._address = (url.host, url.port or (443 if url.scheme == "https" else 80))
+        self._refused = False  # the last connection attempt was refused
 
     def close(self) -> None:
         self._http.close()
@@ -142,10 +146,31 @@ class OllamaClient:
 
     @contextmanager
     def _translated(self, path: str, model: str | None, failure: ErrorType) -> Iterator[None]:
+        self._check_listening(model)
         try:
             yield
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.ConnectError):
+                self._refused = True
             raise translate_http_error(exc, self, path, model, failure) from exc
+
+    def _check_listening(self, model: str | None) -> None:
+        """While Ollama is down, every request is refused again: a bare TCP connect finds that
+        out in a fraction of what a refused httpx request costs (``list`` and ``status`` ask
+        every backend, and a kernel answers them many times)."""
+        if not self._refused:
+            return
+        try:
+            socket.create_connection(self._address, timeout=CONNECT_TIMEOUT_SECONDS).close()
+        except ConnectionRefusedError as exc:
+            raise BackendUnavailable(
+                f"Ollama is not running at {self.base_url}: {START_HINT} ({exc})",
+                model=model,
+                backend=BACKEND,
+            ) from exc
+        except OSError:
+            return  # not a plain refusal: httpx tries and reports it
+        self._refused = False
 
     def _status_error(
         self, status: int, text: str, model: str | None, failure: ErrorType
