@@ -44,7 +44,7 @@ from ..types import (
 )
 from .cache import Lease, ModelCache
 from .metadata import GGUFMetadata, quantization_of, read_metadata
-from .native import prepare_llama_cpp
+from .native import native_errors, prepare_llama_cpp
 from .store import INCOMING_SUFFIX, Manifest, ModelStore, StoredModel, utc_now, validate_id
 from .templates import ChatTemplate, choose_template, format_messages
 
@@ -501,19 +501,22 @@ class LlamaCppBackend:
         from llama_cpp import Llama
 
         threads = self.options.n_threads or _cpu_count()
-        try:
-            return Llama(
-                model_path=str(model.path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=self.options.n_gpu_layers,
-                verbose=False,
-            )
-        except (ValueError, OSError, RuntimeError) as exc:
-            raise ModelLoadError(
-                f"cannot load {model.id} from {model.path}: {exc}", model=model.id, backend=BACKEND
-            ) from exc
+        with native_errors() as errors:
+            try:
+                return Llama(
+                    model_path=str(model.path),
+                    n_ctx=n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=self.options.n_gpu_layers,
+                    verbose=False,
+                )
+            except (ValueError, OSError, RuntimeError) as exc:
+                raise ModelLoadError(
+                    f"cannot load {model.id} from {model.path}: {_load_failure(exc, errors)}",
+                    model=model.id,
+                    backend=BACKEND,
+                ) from exc
 
     def _row(self, model: StoredModel) -> ModelInfo:
         manifest = model.manifest
@@ -744,3 +747,17 @@ def _cpu_count() -> int:
             return max(1, len(cpus))
         cores.add((package, core))
     return max(1, len(cores))
+
+
+def _load_failure(exc: Exception, errors: list[str]) -> str:
+    """Why llama.cpp could not load a model: the reason it logged, else the exception."""
+    marker = "error loading model: "
+    reasons = [line.split(marker, 1)[1] for line in errors if marker in line]
+    if not reasons:
+        return str(exc)
+    reason = f"llama.cpp: {reasons[0]}"
+    if "unknown model architecture" in reasons[0]:
+        from llama_cpp import __version__
+
+        reason += f" (llama-cpp-python {__version__} does not support it; a newer one may)"
+    return reason

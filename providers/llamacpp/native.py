@@ -51,6 +51,7 @@ _setup_lock = threading.Lock()
 _installed: Any = None  # the ctypes callback; must stay referenced while llama.cpp may call it
 _pending: list[str] = []
 _pending_level = logging.DEBUG
+_collecting = threading.local()  # .lines: where native_errors() gathers this thread's errors
 
 
 def _on_native_log(level: int, text: bytes | None, _user_data: Any) -> None:
@@ -68,8 +69,24 @@ def _on_native_log(level: int, text: bytes | None, _user_data: Any) -> None:
             emit_level = _pending_level
         if line:
             log.log(emit_level, "%s", line)
+            collected = getattr(_collecting, "lines", None)
+            if collected is not None and emit_level >= logging.ERROR:
+                collected.append(line)
     except Exception:  # an exception must never unwind into C code
         return
+
+
+@contextlib.contextmanager
+def native_errors() -> Iterator[list[str]]:
+    """The error lines llama.cpp logs on this thread inside the block: its reason for a failed
+    model load (llama-cpp-python's exception only says "Failed to load model from file")."""
+    lines: list[str] = []
+    outer = getattr(_collecting, "lines", None)
+    _collecting.lines = lines
+    try:
+        yield lines
+    finally:
+        _collecting.lines = outer
 
 
 @contextlib.contextmanager
