@@ -259,8 +259,9 @@ def examples(ex: Exchange, kernel_info: Json, gemma: Path) -> list[str]:
 
     section(
         "generate with a prompt, streamed",
-        "`prompt` is plain completion (no chat template). With `stream: true` every piece of "
-        "text is a `model_stream` message; the reply still carries the whole text.",
+        "`prompt` is plain completion (no chat template). With `stream: true` the text comes in "
+        "`model_stream` messages: the first token at once, then what was generated in each "
+        "50 ms (`stream_interval`); the reply still carries the whole text.",
     )
     _, published = show(
         {
