@@ -22,6 +22,7 @@ only after its size and sha256 check out.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -36,7 +37,6 @@ from typing import BinaryIO
 import httpx
 
 from ..errors import Cancelled, ChecksumMismatch, DownloadError, LLMSpellError, ModelNotFound
-from .digest import BackgroundSha256
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 ENDPOINT_ENV = "HF_ENDPOINT"
@@ -290,13 +290,10 @@ def _download_locked(
     _check_disk_space(file, partial)
     try:
         meta_path.write_text(json.dumps(asdict(meta)), encoding="utf-8")
-        with (
-            open(partial, "ab+") as handle,
-            contextlib.closing(_Target(handle, file.size, progress)) as target,
-        ):
+        with open(partial, "ab+") as handle:
+            target = _Target(handle, file.size, progress)
             target.rehash(cancel, file)
             _fetch(file, url, target, cancel)
-            digest = target.hexdigest()
     except ChecksumMismatch:
         _delete(partial, meta_path)
         raise
@@ -313,6 +310,7 @@ def _download_locked(
             f"{file.repo}/{file.filename}: got {target.size} bytes, the Hub announced {file.size}",
             model=file.repo,
         )
+    digest = target.hexdigest()
     if file.sha256 is not None and digest != file.sha256.lower():
         _delete(partial, meta_path)
         raise ChecksumMismatch(
@@ -329,14 +327,13 @@ def _download_locked(
 
 
 class _Target:
-    """The partial file being written, with its running sha256 (hashed on a thread of its own,
-    see :mod:`.digest`) and the progress reporter."""
+    """The partial file being written, with its running sha256 and the progress reporter."""
 
     def __init__(self, handle: BinaryIO, total: int, progress: ProgressFn | None) -> None:
         self.handle = handle
         self.total = total
         self.size = 0
-        self._hash = BackgroundSha256()
+        self._hash = hashlib.sha256()
         self._progress = progress
         self._step = max(total // MAX_PROGRESS_EVENTS, 1)
         self._reported = -1
@@ -363,8 +360,7 @@ class _Target:
     def reset(self) -> None:
         self.handle.seek(0)
         self.handle.truncate()
-        self._hash.close()
-        self._hash = BackgroundSha256()
+        self._hash = hashlib.sha256()
         self.size = 0
         self.report(force=True)
 
@@ -379,9 +375,6 @@ class _Target:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-    def close(self) -> None:
-        self._hash.close()
 
 
 def _fetch(file: HubFile, url: str, target: _Target, cancel: threading.Event | None) -> None:
