@@ -12,7 +12,7 @@ Rounds interleave (raw then kernel, kernel then raw, ...) with one prompt per ro
 both, so background load and llama.cpp's prompt cache hit both alike. Per round:
 
 - tokens/s = (tokens - 1) / (last piece - first piece), as seen by the consumer (the kernel
-  sends the first token at once, then one ``model_stream`` message per 50 ms holding the
+  sends the first token at once, then one ``model_stream`` message per 100 ms holding the
   tokens of that time, so its tokens are the reply's ``generated_tokens``; raw has a piece per
   token);
 - TTFT = first piece - call;
@@ -75,7 +75,7 @@ class Sample:
 
     @property
     def tokens_per_second(self) -> float:
-        # The kernel joins the tokens of each 50 ms into one message: count tokens, not pieces.
+        # The kernel joins the tokens of each 100 ms into one message: count tokens, not pieces.
         tokens = self.tokens if self.tokens is not None else len(self.pieces)
         span = self.pieces[-1] - self.pieces[0]
         return (tokens - 1) / span if span > 0 else 0.0
@@ -281,7 +281,7 @@ def judge(report: Report) -> None:
     per_token = r["per_token_messages"]["tokens_per_second_ratio_per_round"]["median"]
     report.notes.append(
         f"tokens/s with one model_stream message per token (stream_interval 0): median ratio "
-        f"per round {per_token:.3f} x raw; the kernel's default joins the tokens of each 50 ms"
+        f"per round {per_token:.3f} x raw; the kernel's default joins the tokens of each 100 ms"
         f" ({statistics.median(r['kernel_pieces']):.0f} messages for "
         f"{statistics.median(r['kernel_tokens']):.0f} tokens)"
     )

@@ -67,7 +67,7 @@ class LLMSpellKernel(IPythonKernel):
         None, allow_none=True, help="llmspell config file (default: $LLMSPELL_CONFIG)"
     ).tag(config=True)
     stream_interval = Float(
-        0.05,
+        0.1,
         help="Seconds between two model_stream messages of a generation: the text generated in "
         "between is sent as one message (the first piece always goes at once). 0 sends every "
         "piece as it comes.",

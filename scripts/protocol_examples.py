@@ -261,7 +261,7 @@ def examples(ex: Exchange, kernel_info: Json, gemma: Path) -> list[str]:
         "generate with a prompt, streamed",
         "`prompt` is plain completion (no chat template). With `stream: true` the text comes in "
         "`model_stream` messages: the first token at once, then what was generated in each "
-        "50 ms (`stream_interval`); the reply still carries the whole text.",
+        "100 ms (`stream_interval`); the reply still carries the whole text.",
     )
     _, published = show(
         {
