@@ -2,9 +2,11 @@
 kernel), kernel start times and interrupt latency.
 
 A daemon kernel (``start_kernel(daemon=True)``) on a store holding Gemma 3 270M, Ollama pointed
-at a closed port. Requests are sent round-robin — kernel_info, list, status, list (llamacpp),
-status (llamacpp), ps — so that background load hits each kind alike. ``kernel_info`` goes to
-the main shell, model requests to the client's subshell, as the CLI sends them.
+at a closed port. Requests are sent round-robin — kernel_info (main shell), kernel_info
+(subshell), list, status, list (llamacpp), status (llamacpp), ps — so that background load hits
+each kind alike. Model requests go to the client's subshell, as the CLI sends them; they are
+judged against ``kernel_info`` on that same subshell (the same route through ipykernel), and
+the main shell's ``kernel_info`` is shown beside it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "kernel_info": lambda: client._request(
                         "shell", "kernel_info_request", {}, timeout=10
                     ),
+                    "kernel_info_subshell": lambda: client._request(
+                        "shell",
+                        "kernel_info_request",
+                        {},
+                        timeout=10,
+                        subshell_id=client.subshell_id,
+                    ),
                     "list": lambda: client.model_request("list", timeout=10),
                     "status": lambda: client.model_request("status", timeout=10),
                     "list_llamacpp": lambda: client.model_request(
@@ -106,7 +115,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             results["embedded_list_ms"] = summarize(values, 3)
 
     report.results = results
-    info = results["kernel_info_ms"]["median"]
+    main_shell = results["kernel_info_ms"]["median"]
+    info = results["kernel_info_subshell_ms"]["median"]
+    report.notes.append(
+        f"kernel_info on the main shell: {main_shell:.2f} ms; on the client's subshell, where"
+        f" the client sends model requests: {info:.2f} ms (ipykernel's hop from the shell"
+        f" channel thread to a subshell's thread: {info / main_shell:.2f} x)"
+    )
     for name, label in (
         ("list", "list"),
         ("status", "status"),
@@ -116,8 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p50 = results[f"{name}_ms"]["median"]
         report.target(
             f"model_request {label} round trip (p50; p95 {results[f'{name}_ms']['p95']:.2f} ms)",
-            fmt(p50, "ms", 2) + f" ({p50 / info:.2f} x)",
-            fmt(info, "ms", 2) + " kernel_info",
+            fmt(p50, "ms", 2) + f" ({p50 / info:.2f} x; {p50 / main_shell:.2f} x the main shell's)",
+            fmt(info, "ms", 2) + " kernel_info on the same subshell",
             "p50 ≤ 1.2 x kernel_info",
             p50 <= 1.2 * info,
         )

@@ -7,10 +7,25 @@ in protocol replies; ``None`` values stay in the dict so that clients see every 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields, with dicts, lists and tuples in them copied: what
+    ``dataclasses.asdict`` gives for JSON-like values, at a fraction of its cost (its deep copy
+    of every leaf was a third of a ``status`` request)."""
+    return {name: _copied(value) for name, value in vars(obj).items()}
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copied(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -37,7 +52,7 @@ class GenerationOptions:
     num_ctx: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _as_dict(self)
         data["stop"] = list(self.stop)
         return data
 
@@ -58,7 +73,7 @@ class Metrics:
     """``stop`` (end of text or a stop string), ``length`` (max_tokens), ``cancelled``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,7 @@ class Progress:
     total: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -113,7 +128,7 @@ class ModelInfo:
     """Backend-specific extras (manifest, Ollama parameters, capabilities...)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
     def list_row(self) -> dict[str, Any]:
         """The short form used in ``list`` replies."""
@@ -140,7 +155,7 @@ class LoadedModel:
     """ISO 8601, UTC; None when it never expires."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True)
@@ -156,7 +171,7 @@ class AvailableModel:
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = _as_dict(self)
         data["variants"] = list(self.variants)
         return data
 
@@ -174,7 +189,7 @@ class BackendHealth:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _as_dict(self)
 
 
 @dataclass(frozen=True)
