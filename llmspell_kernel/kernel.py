@@ -169,11 +169,13 @@ class LLMSpellKernel(IPythonKernel):
         return lambda content: iopub.schedule(partial(send, content))
 
     def _publish(self, msg_type: str, parent: dict[str, Any], content: dict[str, Any]) -> None:
-        """Sends on IOPub; runs on the IOPub thread."""
+        """Sends on IOPub's own socket: runs on the IOPub thread (``iopub_socket`` would queue
+        the message again, behind a status the shell thread published meanwhile)."""
         assert self.session is not None
-        self.session.send(
-            self.iopub_thread.socket, msg_type, content, parent=parent, ident=self._topic(msg_type)
-        )
+        socket = self.iopub_thread.socket
+        if socket is None:  # closed: the kernel is shutting down
+            return
+        self.session.send(socket, msg_type, content, parent=parent, ident=self._topic(msg_type))
 
     # Interrupts -----------------------------------------------------------------------------
 
