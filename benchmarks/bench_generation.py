@@ -31,6 +31,7 @@ from .common import (
     GEMMA_ID,
     Report,
     fmt,
+    interleaved,
     parse_args,
     rounds,
     summarize,
@@ -239,18 +240,12 @@ def measure(client: Any, llama: Any, n_rounds: int, max_tokens: int) -> dict[str
 def pairs_of(
     client: Any, llama: Any, n_rounds: int, max_tokens: int
 ) -> tuple[list[Sample], list[Sample]]:
-    """``n_rounds`` rounds of one prompt on both sides, alternating which goes first."""
-    raw: list[Sample] = []
-    kernel: list[Sample] = []
-    for i in range(n_rounds):
-        prompt = PROMPTS[i % len(PROMPTS)]
-        if i % 2 == 0:
-            raw.append(raw_generate(llama, prompt, max_tokens))
-            kernel.append(kernel_generate(client, prompt, max_tokens))
-        else:
-            kernel.append(kernel_generate(client, prompt, max_tokens))
-            raw.append(raw_generate(llama, prompt, max_tokens))
-    return raw, kernel
+    return interleaved(
+        n_rounds,
+        PROMPTS,
+        lambda prompt: raw_generate(llama, prompt, max_tokens),
+        lambda prompt: kernel_generate(client, prompt, max_tokens),
+    )
 
 
 def measure_pairs(client: Any, llama: Any, n_rounds: int, max_tokens: int) -> dict[str, Any]:

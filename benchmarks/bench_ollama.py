@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .bench_generation import PROMPTS, Sample
-from .common import Report, fmt, parse_args, rounds, summarize, workspace
+from .common import Report, fmt, interleaved, parse_args, rounds, summarize, workspace
 from .standin_server import standin_process
 
 NAME = "ollama"
@@ -87,16 +87,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             direct_generate(http, "Warm-up.", 4)
             backend_generate(backend, "Warm-up.", 4)
-            direct: list[Sample] = []
-            ours: list[Sample] = []
-            for i in range(n_rounds):
-                prompt = PROMPTS[i % len(PROMPTS)]
-                if i % 2 == 0:
-                    direct.append(direct_generate(http, prompt, max_tokens))
-                    ours.append(backend_generate(backend, prompt, max_tokens))
-                else:
-                    ours.append(backend_generate(backend, prompt, max_tokens))
-                    direct.append(direct_generate(http, prompt, max_tokens))
+            direct, ours = interleaved(
+                n_rounds,
+                PROMPTS,
+                lambda prompt: direct_generate(http, prompt, max_tokens),
+                lambda prompt: backend_generate(backend, prompt, max_tokens),
+            )
         finally:
             http.close()
             backend.close()

@@ -26,12 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -58,6 +58,30 @@ def rounds(args: argparse.Namespace, full: int) -> int:
     if args.rounds is not None:
         return max(1, int(args.rounds))
     return 1 if args.quick else full
+
+
+T = TypeVar("T")
+
+
+def interleaved(
+    n_rounds: int,
+    prompts: Sequence[str],
+    first: Callable[[str], T],
+    second: Callable[[str], T],
+) -> tuple[list[T], list[T]]:
+    """``n_rounds`` rounds, each giving its prompt to both sides; which side goes first
+    alternates, so that background load and warm caches hit both alike."""
+    ones: list[T] = []
+    twos: list[T] = []
+    for i in range(n_rounds):
+        prompt = prompts[i % len(prompts)]
+        if i % 2 == 0:
+            ones.append(first(prompt))
+            twos.append(second(prompt))
+        else:
+            twos.append(second(prompt))
+            ones.append(first(prompt))
+    return ones, twos
 
 
 # The machine -----------------------------------------------------------------------------------

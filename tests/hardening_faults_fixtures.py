@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.llamacpp.store import INCOMING_SUFFIX, MANIFEST_NAME, TMP_DIR_NAME
+from tests.gguf_files import TOKENS, tiny_writer, write_out
 from tests.hardening_kernel_fixtures import record_figures
 
 PARTIAL_SUFFIX = ".partial"
@@ -30,33 +31,13 @@ PARTIAL_SUFFIX = ".partial"
 def tiny_gguf(path: Path, *, seed: int = 0, filler_floats: int = 64 * 1024) -> Path:
     """A small GGUF (llama architecture, 29-token vocabulary, Q4_K_M file type) of about
     ``4 * filler_floats`` bytes; ``seed`` changes its bytes (another "upload")."""
-    import gguf
     import numpy as np
 
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"tiny-test-{seed}")
-    writer.add_block_count(1)
-    writer.add_context_length(64)
-    writer.add_embedding_length(8)
-    writer.add_feed_forward_length(16)
-    writer.add_head_count(2)
-    writer.add_head_count_kv(2)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(15)  # MOSTLY_Q4_K_M
-    tokens = ["<unk>", "<s>", "</s>"] + [chr(c) for c in range(97, 123)]
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * len(tokens))
-    writer.add_token_types([2, 3, 3] + [1] * (len(tokens) - 3))
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    writer = tiny_writer(path, f"tiny-test-{seed}")
     rng = np.random.default_rng(seed)
-    writer.add_tensor("token_embd.weight", rng.standard_normal((len(tokens), 8)).astype("f4"))
+    writer.add_tensor("token_embd.weight", rng.standard_normal((len(TOKENS), 8)).astype("f4"))
     writer.add_tensor("filler.weight", rng.standard_normal((filler_floats,)).astype("f4"))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return path
 
 

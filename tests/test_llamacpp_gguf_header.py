@@ -23,6 +23,7 @@ from providers.llamacpp import LlamaCppBackend
 from providers.llamacpp.gguf_header import GGML_TYPE_SIZES, GGUFHeader, read_header
 from providers.llamacpp.metadata import read_metadata
 from providers.spec import ModelSpec
+from tests.gguf_files import TOKENS, tiny_writer, write_out
 
 # --- the oracle -------------------------------------------------------------------------------
 
@@ -164,23 +165,7 @@ def writer_model(path: Path, architecture: str = "llama", extra: bool = True) ->
     import gguf as gguf_package
     import numpy as np
 
-    writer = gguf_package.GGUFWriter(str(path), architecture)
-    writer.add_name("all-types")
-    writer.add_block_count(1)
-    writer.add_context_length(64)
-    writer.add_embedding_length(8)
-    writer.add_feed_forward_length(16)
-    writer.add_head_count(2)
-    writer.add_head_count_kv(2)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(15)
-    tokens = ["<unk>", "<s>", "</s>"] + [chr(c) for c in range(97, 123)]
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * len(tokens))
-    writer.add_token_types([2, 3, 3] + [1] * (len(tokens) - 3))
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
+    writer = tiny_writer(path, "all-types", architecture)
     if extra:
         writer.add_uint8("test.u8", 255)
         writer.add_uint8("test.u8.zero", 0)
@@ -223,13 +208,10 @@ def writer_model(path: Path, architecture: str = "llama", extra: bool = True) ->
         writer.add_array("test.array.bool", [True, False])
         writer.add_array("test.array.empty", [])
     rng = np.random.default_rng(0)
-    writer.add_tensor("token_embd.weight", rng.standard_normal((len(tokens), 8)).astype("f4"))
+    writer.add_tensor("token_embd.weight", rng.standard_normal((len(TOKENS), 8)).astype("f4"))
     writer.add_tensor("filler.weight", rng.standard_normal((256,)).astype("f4"))
     writer.add_tensor("half.weight", rng.standard_normal((4, 32)).astype("f2"))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    write_out(writer)
     return path
 
 
