@@ -52,6 +52,18 @@ def iopub() -> Iterator[IOPubThread]:
     try:
         yield thread
     finally:
+        # Let the thread's loop finish its cleanup task before stopping it, or asyncio prints
+        # "Task was destroyed but it is pending!" when the task is collected.
+        done = threading.Event()
+        task = thread._event_pipe_gc_task
+
+        def cancel_then_mark() -> None:
+            if task is not None:
+                task.cancel()
+            thread.io_loop.add_callback(lambda: thread.io_loop.add_callback(done.set))
+
+        thread.io_loop.add_callback(cancel_then_mark)
+        done.wait(5)
         thread.stop()
         thread.close()
         context.term()
