@@ -134,9 +134,9 @@ def _generate(manager: ProviderManager, request: Request, op: Operation) -> dict
     stream = request.get("stream", False)
     op.check_cancelled(f"generation with {model}")
     if "messages" in request.fields:
-        chunks = backend.chat(spec, request.fields["messages"], options)
+        chunks = backend.chat(spec, request.fields["messages"], options, cancel=op.cancel)
     else:
-        chunks = backend.complete(spec, request.fields["prompt"], options)
+        chunks = backend.complete(spec, request.fields["prompt"], options, cancel=op.cancel)
     parts: list[str] = []
     metrics: Metrics | None = None
     try:

@@ -85,12 +85,28 @@ class Backend(Protocol):
     def loaded(self) -> list[LoadedModel]: ...
 
     def chat(
-        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
-    ) -> Iterator[Chunk]: ...
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
+        """Generate the answer to ``messages`` (with the model's chat template), streamed.
+        Setting ``cancel`` stops the generation promptly with :class:`Cancelled`, even before
+        its first token."""
+        ...
 
     def complete(
-        self, spec: ModelSpec, prompt: str, options: GenerationOptions
-    ) -> Iterator[Chunk]: ...
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
+        """Continue ``prompt`` (no template), streamed; ``cancel`` as for :meth:`chat`."""
+        ...
 
     def close(self) -> None:
         """Release connections and models."""

@@ -219,15 +219,22 @@ class ProviderManager:
         spec: str | ModelSpec,
         messages: Sequence[Message],
         options: GenerationOptions | None = None,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         backend, parsed = self.resolve(spec)
-        return backend.chat(parsed, messages, options or GenerationOptions())
+        return backend.chat(parsed, messages, options or GenerationOptions(), cancel=cancel)
 
     def complete(
-        self, spec: str | ModelSpec, prompt: str, options: GenerationOptions | None = None
+        self,
+        spec: str | ModelSpec,
+        prompt: str,
+        options: GenerationOptions | None = None,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         backend, parsed = self.resolve(spec)
-        return backend.complete(parsed, prompt, options or GenerationOptions())
+        return backend.complete(parsed, prompt, options or GenerationOptions(), cancel=cancel)
 
     def close(self) -> None:
         with self._lock:

@@ -112,7 +112,12 @@ class ScriptedBackend:
         return []
 
     def chat(
-        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         self._find(spec)
         self.chats.append((spec.name, [m.to_dict() for m in messages], options))
@@ -133,8 +138,15 @@ class ScriptedBackend:
             else:
                 self.closed += 1
 
-    def complete(self, spec: ModelSpec, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
-        return self.chat(spec, [Message("user", prompt)], options)
+    def complete(
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
+        return self.chat(spec, [Message("user", prompt)], options, cancel=cancel)
 
     def close(self) -> None:
         pass
@@ -151,10 +163,15 @@ class RecordingBackend:
         self.generations: list[dict[str, Any]] = []
 
     def chat(
-        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         self.chats.append([m.to_dict() for m in messages])
-        return self._watch(self.inner.chat(spec, messages, options))
+        return self._watch(self.inner.chat(spec, messages, options, cancel=cancel))
 
     def _watch(self, chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
         record: dict[str, Any] = {"chunks": 0, "done": False, "closed": False}

@@ -211,24 +211,44 @@ def test_ollama_faults_through_the_kernel(client: LLMSpellClient, standin: Ollam
             pull_recovers,
         )
 
-    # An interrupt while Ollama sends nothing: Cancelled at once, not the timeout's error.
-    for round_ in range(3):
-        standin.fault = Fault("slow", path="/api/pull", delay=SLOW)
-        outcome: list[Any] = []
-        puller = threading.Thread(target=lambda outcome=outcome: outcome.append(attempt(pull)))
-        puller.start()
-        try:
-            time.sleep(0.3)
-            asked = time.perf_counter()
-            client.interrupt()
-            puller.join(BOUND)
-            ledger.time("interrupted_stalled_pull", time.perf_counter() - asked)
-        finally:
-            puller.join(60)
-        result = outcome[0][0] if outcome else None
-        problems = error_problems(result, "Cancelled", "interrupted") + alive_problems(client)
-        standin.fault = None
-        ledger.case(f"interrupt of a stalled pull {round_ + 1}", problems + pull_recovers())
+    def generate() -> Any:
+        return client.model_request(
+            "generate", model=CHAT_MODEL, prompt="Hi", options={"max_tokens": 4}, timeout=30
+        )
+
+    def generate_recovers() -> list[str]:
+        result, _ = attempt(generate)
+        if not isinstance(result, dict) or not result.get("text"):
+            return [f"generate did not recover: {result!r}"[:300]]
+        return []
+
+    # An interrupt while Ollama sends nothing (as while it loads a big model): Cancelled at
+    # once, not the error of the timeout (TIMEOUT, shorter than the stall).
+    for what, path, operation, recovers in (
+        ("pull", "/api/pull", pull, pull_recovers),
+        ("generation", "/api/generate", generate, generate_recovers),
+    ):
+        for round_ in range(3):
+            standin.fault = Fault("slow", path=path, delay=SLOW)
+            outcome: list[Any] = []
+            worker = threading.Thread(
+                target=lambda outcome=outcome, operation=operation: outcome.append(
+                    attempt(operation)
+                )
+            )
+            worker.start()
+            try:
+                time.sleep(0.3)
+                asked = time.perf_counter()
+                client.interrupt()
+                worker.join(BOUND)
+                ledger.time(f"interrupted_stalled_{what}", time.perf_counter() - asked)
+            finally:
+                worker.join(60)
+            result = outcome[0][0] if outcome else None
+            problems = error_problems(result, "Cancelled", "interrupted") + alive_problems(client)
+            standin.fault = None
+            ledger.case(f"interrupt of a stalled {what} {round_ + 1}", problems + recovers())
 
     # Down, then back on the same port: the same kernel works again.
     port = standin.port

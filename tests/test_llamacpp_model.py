@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from providers import (
+    Cancelled,
     ChatTemplateError,
     Chunk,
     Config,
@@ -205,6 +206,21 @@ def test_cancel_mid_stream_leaves_the_model_usable(backend: LlamaCppBackend) -> 
         return text
 
     assert bounded(again).strip()
+
+
+def test_cancel_event_stops_the_generation_with_cancelled(backend: LlamaCppBackend) -> None:
+    cancel = threading.Event()
+    options = GenerationOptions(max_tokens=200)
+    pieces: list[str] = []
+    with pytest.raises(Cancelled, match="interrupted"):
+        for chunk in backend.complete(
+            GEMMA, "Write a long story about a cat.", options, cancel=cancel
+        ):
+            pieces.append(chunk.text)
+            if len(pieces) == 3:
+                cancel.set()
+    assert len(pieces) == 3  # not one token after the cancel
+    assert not any(e.in_use for e in backend.cache.snapshot())
 
 
 def test_a_stream_never_started_holds_nothing(backend: LlamaCppBackend) -> None:

@@ -96,12 +96,24 @@ class RecordingBackend:
         return [LoadedModel(id=i, backend=self.name) for i in sorted(self.installed)]
 
     def chat(
-        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         self.calls.append(("chat", str(spec)))
         yield Chunk(text="", done=True)
 
-    def complete(self, spec: ModelSpec, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
+    def complete(
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
         self.calls.append(("complete", str(spec)))
         yield Chunk(text="", done=True)
 
@@ -206,5 +218,15 @@ def test_close_closes_every_backend() -> None:
 
 def test_public_api_is_exactly_all() -> None:
     exported = {name for name in dir(providers) if not name.startswith("_")}
-    modules = {"base", "config", "errors", "manager", "spec", "types", "llamacpp", "ollama"}
+    modules = {
+        "base",
+        "config",
+        "errors",
+        "manager",
+        "spec",
+        "types",
+        "llamacpp",
+        "ollama",
+        "hangup",
+    }
     assert exported - modules == set(providers.__all__)

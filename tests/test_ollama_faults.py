@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from providers.errors import (
     BackendUnavailable,
+    Cancelled,
     DownloadError,
     GenerationError,
     ModelLoadError,
@@ -132,6 +134,28 @@ def test_slow_pull_is_a_download_error(impatient: OllamaBackend, standin: Ollama
     standin.fault = Fault("slow", path="/api/pull", delay=5)
     with pytest.raises(DownloadError, match=r"did not answer /api/pull within 0\.5 s"):
         impatient.pull(PULL)
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/generate", "/api/pull"])
+def test_cancel_while_ollama_sends_nothing_hangs_up_at_once(
+    ollama: OllamaBackend, standin: OllamaStandin, path: str
+) -> None:
+    # Ollama sends not even headers while it loads a model; the stall here is longer than the
+    # test waits, and the timeout (30 s) longer still: only hanging up can end the call early.
+    standin.fault = Fault("slow", path=path, delay=20)
+    cancel = threading.Event()
+    calls: dict[str, Callable[[], object]] = {
+        "/api/chat": lambda: list(ollama.chat(SPEC, MESSAGES, OPTIONS, cancel=cancel)),
+        "/api/generate": lambda: list(ollama.complete(SPEC, "Hello", OPTIONS, cancel=cancel)),
+        "/api/pull": lambda: ollama.pull(PULL, cancel=cancel),
+    }
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled, match=f"Ollama's {path} was interrupted"):
+        calls[path]()
+    assert time.monotonic() - started < 10, "the call waited for the stalled server"
+    standin.fault = None
+    assert "".join(c.text for c in ollama.complete(SPEC, "Hello", OPTIONS))  # still works
 
 
 # HTTP errors -----------------------------------------------------------------------------------

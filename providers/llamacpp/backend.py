@@ -351,7 +351,12 @@ class LlamaCppBackend:
     # Generation ---------------------------------------------------------------------------
 
     def chat(
-        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         if not messages:
             raise InvalidRequest("chat needs at least one message")
@@ -368,9 +373,16 @@ class LlamaCppBackend:
         def prompt(llama: Llama) -> tuple[list[int], tuple[str, ...], tuple[int, ...]]:
             return _chat_prompt(llama, template, messages)
 
-        return self._generate(model, prompt, options)
+        return self._generate(model, prompt, options, cancel)
 
-    def complete(self, spec: ModelSpec, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
+    def complete(
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
         if not isinstance(prompt, str):
             raise InvalidRequest(f"prompt must be a string, not {type(prompt).__name__}")
         model = self._find(spec)
@@ -379,19 +391,20 @@ class LlamaCppBackend:
         def tokens(llama: Llama) -> tuple[list[int], tuple[str, ...], tuple[int, ...]]:
             return llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True), (), ()
 
-        return self._generate(model, tokens, options)
+        return self._generate(model, tokens, options, cancel)
 
     def _generate(
         self,
         model: StoredModel,
         prompt: Callable[[Llama], tuple[list[int], tuple[str, ...], tuple[int, ...]]],
         options: GenerationOptions,
+        cancel: threading.Event | None,
     ) -> Iterator[Chunk]:
         # Load now, so that a missing or broken model fails the call itself; the stream takes
         # its own lease when it starts (a stream that is never started holds nothing).
         with self._acquire(model, _context_size(options.num_ctx), None) as lease:
             load_seconds = lease.load_seconds
-        return self._stream(model, prompt, options, load_seconds)
+        return self._stream(model, prompt, options, load_seconds, cancel)
 
     def _stream(
         self,
@@ -399,6 +412,7 @@ class LlamaCppBackend:
         prompt: Callable[[Llama], tuple[list[int], tuple[str, ...], tuple[int, ...]]],
         options: GenerationOptions,
         load_seconds: float,
+        cancel: threading.Event | None,
     ) -> Iterator[Chunk]:
         with self._acquire(model, _context_size(options.num_ctx), None) as lease:
             with lease.entry.generation_lock:
@@ -421,6 +435,7 @@ class LlamaCppBackend:
                     stop_ids,
                     options,
                     load_seconds + lease.load_seconds,
+                    cancel,
                 )
 
     # Helpers ------------------------------------------------------------------------------
@@ -584,6 +599,7 @@ def _run(
     stop_ids: tuple[int, ...],
     options: GenerationOptions,
     load_seconds: float,
+    cancel: threading.Event | None,
 ) -> Iterator[Chunk]:
     from llama_cpp import StoppingCriteriaList
 
@@ -614,6 +630,10 @@ def _run(
         raise GenerationError(f"{model_id}: {exc}", model=model_id, backend=BACKEND) from exc
     try:
         for part in stream:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(
+                    f"generation with {model_id} interrupted", model=model_id, backend=BACKEND
+                )
             choice = part["choices"][0]
             finish = choice.get("finish_reason") or finish
             if choice["text"]:

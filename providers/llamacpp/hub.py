@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +36,7 @@ from typing import BinaryIO
 import httpx
 
 from ..errors import Cancelled, ChecksumMismatch, DownloadError, LLMSpellError, ModelNotFound
+from ..hangup import HangUp
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 ENDPOINT_ENV = "HF_ENDPOINT"
@@ -421,9 +421,12 @@ def _transfer(
     headers = {"Range": f"bytes={start}-"} if start else {}
     try:
         with (
-            client.stream("GET", address, headers=headers) as response,
-            _hang_up_on_cancel(response, cancel),
+            HangUp(cancel) as hang_up,
+            client.stream(
+                "GET", address, headers=headers, extensions=hang_up.extensions
+            ) as response,
         ):
+            hang_up.attach(response)
             status = response.status_code
             if status == 416 and start:
                 # The partial is at least as long as the remote file: verification decides.
@@ -453,41 +456,6 @@ def _transfer(
         raise _Transient(f"connection lost ({type(exc).__name__}: {exc})") from exc
     if target.size < file.size:
         raise _Transient(f"the transfer ended early at {target.size} of {file.size} bytes")
-
-
-@contextlib.contextmanager
-def _hang_up_on_cancel(response: httpx.Response, cancel: threading.Event | None) -> Iterator[None]:
-    """Shut the connection's socket down as soon as ``cancel`` is set.
-
-    A read blocked on a stalled server would otherwise only notice the cancel at its timeout.
-    """
-    if cancel is None:
-        yield
-        return
-    finished = threading.Event()
-
-    def watch() -> None:
-        while not finished.is_set():
-            if cancel.wait(0.1):
-                if not finished.is_set():
-                    _shutdown_socket(response)
-                return
-
-    watcher = threading.Thread(target=watch, name="llmspell-download-cancel", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        watcher.join(timeout=1.0)
-
-
-def _shutdown_socket(response: httpx.Response) -> None:
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _raise_for_status(response: httpx.Response, file: HubFile) -> None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
 from ..errors import (
     BackendUnavailable,
-    Cancelled,
     DownloadError,
     GenerationError,
     InvalidRequest,
@@ -160,8 +158,8 @@ class OllamaBackend:
         cancel: threading.Event | None = None,
     ) -> PullResult:
         """Pull through Ollama. ``force`` changes nothing: Ollama always re-checks the registry
-        and fetches only changed layers. ``cancel`` is checked at every progress line; closing
-        the stream cancels the pull on Ollama's side (it keeps the layers it has)."""
+        and fetches only changed layers. Setting ``cancel`` hangs up at once, which cancels the
+        pull on Ollama's side (it keeps the layers it has)."""
         del force
         if quantization:
             if not spec.is_hf:
@@ -181,11 +179,15 @@ class OllamaBackend:
             model=name,
             failure=DownloadError,
             is_final=_is_pull_done,
+            cancel=cancel,
         )
-        for line in _unless_cancelled(lines, cancel, f"pull of {name}", name):
-            event = tracker.update(line)
-            if progress is not None:
-                progress(event)
+        try:
+            for line in lines:
+                event = tracker.update(line)
+                if progress is not None:
+                    progress(event)
+        finally:
+            lines.close()
         seconds = time.monotonic() - started
         return PullResult(model=self.info(spec), bytes=tracker.total_bytes, seconds=seconds)
 
@@ -241,16 +243,28 @@ class OllamaBackend:
     # Generation -----------------------------------------------------------------------------
 
     def chat(
-        self, spec: ModelSpec, messages: Sequence[Message], options: GenerationOptions
+        self,
+        spec: ModelSpec,
+        messages: Sequence[Message],
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Chunk]:
         if not messages:
             raise InvalidRequest("chat needs at least one message", backend=self.name)
         name = ollama_name(spec)
         body = self._generation_body(name, options)
         body["messages"] = [m.to_dict() for m in messages]
-        return self._generate("/api/chat", name, body, _chat_text)
+        return self._generate("/api/chat", name, body, _chat_text, cancel)
 
-    def complete(self, spec: ModelSpec, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
+    def complete(
+        self,
+        spec: ModelSpec,
+        prompt: str,
+        options: GenerationOptions,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Chunk]:
         if not prompt:
             # Ollama treats an empty prompt as "load the model" and generates nothing.
             raise InvalidRequest("complete needs a non-empty prompt", backend=self.name)
@@ -260,7 +274,7 @@ class OllamaBackend:
         # A completion continues the text as given: without `raw`, Ollama would wrap it in the
         # model's chat template (llamacpp's complete() applies no template either).
         body["raw"] = True
-        return self._generate("/api/generate", name, body, _generate_text)
+        return self._generate("/api/generate", name, body, _generate_text, cancel)
 
     def close(self) -> None:
         self._client.close()
@@ -274,12 +288,17 @@ class OllamaBackend:
         return body
 
     def _generate(
-        self, path: str, name: str, body: Json, text_of: Callable[[Json], str]
+        self,
+        path: str,
+        name: str,
+        body: Json,
+        text_of: Callable[[Json], str],
+        cancel: threading.Event | None,
     ) -> Iterator[Chunk]:
         started = time.perf_counter()
         first_token: float | None = None
         lines = self._client.stream(
-            path, body, model=name, failure=GenerationError, is_final=_is_done
+            path, body, model=name, failure=GenerationError, is_final=_is_done, cancel=cancel
         )
         try:
             for line in lines:
@@ -307,51 +326,6 @@ class OllamaBackend:
             if same_model(str(entry.get("name") or entry.get("model")), name):
                 return entry
         return None
-
-
-def _unless_cancelled(
-    lines: Generator[Json, None, None], cancel: threading.Event | None, what: str, model: str
-) -> Iterator[Json]:
-    """The items of ``lines`` (closed at the end), stopping with :class:`Cancelled` as soon as
-    ``cancel`` is set, even while the server sends nothing: the lines are read on a helper
-    thread, which closes the abandoned request at its next line or at its timeout."""
-    if cancel is None:
-        try:
-            yield from lines
-        finally:
-            lines.close()
-        return
-    handoff: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for line in lines:
-                if stop.is_set():
-                    break
-                handoff.put(("line", line))
-            handoff.put(("end", None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            handoff.put(("error", exc))
-        finally:
-            lines.close()
-
-    threading.Thread(target=read, name="llmspell-ollama-stream", daemon=True).start()
-    try:
-        while True:
-            if cancel.is_set():
-                raise Cancelled(f"{what} interrupted", model=model, backend="ollama")
-            try:
-                kind, value = handoff.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
 
 
 def _chat_text(line: Json) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,7 @@ from ..errors import (
     LLMSpellError,
     ModelNotFound,
 )
+from ..hangup import HangUp
 
 BACKEND = "ollama"
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -63,6 +65,14 @@ class OllamaClient:
         )
         try:
             self._http = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
+            # Streams that can be cancelled each open their own connection, so that a hang-up
+            # can reach its socket before Ollama sends the headers (see providers.hangup).
+            self._streams = httpx.Client(
+                base_url=base_url,
+                timeout=timeout,
+                trust_env=False,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
         except (httpx.InvalidURL, ValueError) as exc:
             raise ConfigError(
                 f"invalid Ollama URL {base_url!r}: {exc}", key="providers.ollama.base_url"
@@ -73,6 +83,7 @@ class OllamaClient:
 
     def close(self) -> None:
         self._http.close()
+        self._streams.close()
 
     # Plain requests ---------------------------------------------------------------------------
 
@@ -115,14 +126,19 @@ class OllamaClient:
         model: str | None,
         failure: ErrorType,
         is_final: Callable[[Json], bool],
+        cancel: threading.Event | None = None,
     ) -> Generator[Json, None, None]:
         """POST ``body`` and yield each NDJSON line as a dict, up to and including the final one.
 
         Closing the returned generator closes the HTTP response (that cancels the request on
         Ollama's side). A stream that ends before a line satisfying ``is_final`` is an error.
+        Setting ``cancel`` hangs up at once, even while Ollama sends nothing (it may be loading
+        a model for a minute), and raises :class:`Cancelled`.
         """
-        with self._translated(path, model, failure):
-            with self._http.stream("POST", path, json=body) as response:
+        with self._translated(path, model, failure, cancel), HangUp(cancel) as hang_up:
+            http = self._http if cancel is None else self._streams
+            with http.stream("POST", path, json=body, extensions=hang_up.extensions) as response:
+                hang_up.attach(response)
                 if response.is_error:
                     response.read()
                     raise self._status_error(response.status_code, response.text, model, failure)
@@ -135,6 +151,10 @@ class OllamaClient:
                     yield line
                     if is_final(line):
                         return
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(
+                f"the request to Ollama's {path} was interrupted", model=model, backend=BACKEND
+            )
         raise failure(
             f"Ollama's {path} stream ended before its final line"
             " (the server stopped answering mid-stream)",
@@ -145,11 +165,21 @@ class OllamaClient:
     # Error translation ------------------------------------------------------------------------
 
     @contextmanager
-    def _translated(self, path: str, model: str | None, failure: ErrorType) -> Iterator[None]:
+    def _translated(
+        self,
+        path: str,
+        model: str | None,
+        failure: ErrorType,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[None]:
         self._check_listening(model)
         try:
             yield
         except httpx.HTTPError as exc:
+            if cancel is not None and cancel.is_set():  # we hung up: not the server's fault
+                raise Cancelled(
+                    f"the request to Ollama's {path} was interrupted", model=model, backend=BACKEND
+                ) from exc
             if isinstance(exc, httpx.ConnectError):
                 self._refused = True
             raise translate_http_error(exc, self, path, model, failure) from exc
