@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,6 +227,29 @@ def test_partial_and_broken_models_are_never_listed(store: ModelStore, tmp_path:
     (moved.folder / MANIFEST_NAME).write_text(json.dumps({**data, "id": "elsewhere"}))
     assert [m.id for m in store.list()] == [good.id]
     assert store.get("short") is None
+
+
+def test_listing_sees_every_change_after_a_first_listing(store: ModelStore, tmp_path: Path) -> None:
+    # The store keeps parsed manifests between listings: each change must still show.
+    a = store.import_file(fake_gguf(tmp_path / "a.gguf"), "a")
+    b = store.import_file(fake_gguf(tmp_path / "b.gguf"), "b")
+    assert [m.id for m in store.list()] == ["a", "b"]
+    manifest = a.folder / MANIFEST_NAME
+    data = json.loads(manifest.read_text())
+    # Rewritten in place (the store itself always renames a new manifest in).
+    manifest.write_text(json.dumps({**data, "quantization": "Q8_0"}))
+    assert store.get("a") is not None and store.get("a").manifest.quantization == "Q8_0"
+    # Replaced by a rename with a broken manifest, then the model file cut short.
+    (a.folder / "new.json").write_text("{broken")
+    os.replace(a.folder / "new.json", manifest)
+    assert [m.id for m in store.list()] == ["b"]
+    b.path.write_bytes(b"GGUF")
+    assert store.list() == []
+    # Gone, then imported again under the same id.
+    shutil.rmtree(b.folder)
+    assert store.list() == []
+    again = store.import_file(fake_gguf(tmp_path / "b2.gguf", b"other weights"), "b")
+    assert [(m.id, m.manifest.size) for m in store.list()] == [("b", again.manifest.size)]
 
 
 def test_forget_then_commit_reinstalls(store: ModelStore, tmp_path: Path) -> None:

@@ -149,6 +149,10 @@ class ModelStore:
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser()
         self._lock = threading.Lock()
+        # Parsed manifests by folder, with the (inode, mtime, size) of the file they came from:
+        # a manifest is only ever replaced by a rename, which changes the inode. Listing then
+        # costs two stats a model instead of reading and parsing every manifest.
+        self._manifests: dict[Path, tuple[tuple[int, int, int], Manifest | None]] = {}
 
     # Paths --------------------------------------------------------------------------------
 
@@ -176,12 +180,18 @@ class ModelStore:
         if not self.root.is_dir():
             return []
         models = []
-        for folder in self.root.iterdir():
-            if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
-                continue
-            model = self._read(folder)
-            if model is not None:
-                models.append(model)
+        folders = set()
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                    continue  # a symlink planted in the store is never followed
+                folder = self.root / entry.name
+                folders.add(folder)
+                model = self._read(folder)
+                if model is not None:
+                    models.append(model)
+        for gone in self._manifests.keys() - folders:
+            self._manifests.pop(gone, None)
         return sorted(models, key=lambda m: m.id)
 
     def get(self, model_id: str) -> StoredModel | None:
@@ -193,6 +203,28 @@ class ModelStore:
 
     def _read(self, folder: Path) -> StoredModel | None:
         try:
+            stat = os.stat(folder / MANIFEST_NAME)
+        except OSError:
+            return None
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._manifests.get(folder)
+        if cached is not None and cached[0] == key:
+            manifest = cached[1]
+        else:
+            manifest = self._parse_manifest(folder)
+            self._manifests[folder] = (key, manifest)
+        if manifest is None:
+            return None
+        try:
+            size = (folder / manifest.file).stat().st_size
+        except OSError:
+            return None
+        return StoredModel(manifest, folder) if size == manifest.size else None
+
+    @staticmethod
+    def _parse_manifest(folder: Path) -> Manifest | None:
+        """The manifest in ``folder``, if it is valid and names this folder's model."""
+        try:
             data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
@@ -202,12 +234,9 @@ class ModelStore:
         try:
             # ``folder`` is in the store (listed or checked by folder_for): its name decides.
             validate_id(manifest.id)
-            if manifest.id.translate(_FOLDER_CHARS) != folder.name:
-                return None
-            size = (folder / manifest.file).stat().st_size
-        except (OSError, InvalidModelSpec):
+        except InvalidModelSpec:
             return None
-        return StoredModel(manifest, folder) if size == manifest.size else None
+        return manifest if manifest.id.translate(_FOLDER_CHARS) == folder.name else None
 
     # Changes ------------------------------------------------------------------------------
 
