@@ -120,8 +120,10 @@ def machine() -> dict[str, Any]:
     """CPU, cores, RAM, OS, Python, engine versions and the git commit measured."""
     import psutil  # type: ignore[import-untyped]
 
+    # The code measured; the results files a run rewrites do not count.
     dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "providers",
-                 "llmspell_kernel", "llmspell_cli", "benchmarks")  # fmt: skip
+                 "llmspell_kernel", "llmspell_cli", "benchmarks",
+                 ":(exclude)benchmarks/results")  # fmt: skip
     return {
         "cpu": _cpu_model(),
         "logical_cores": os.cpu_count(),
