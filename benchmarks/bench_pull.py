@@ -81,7 +81,7 @@ def backend_pull(backend: Any) -> float:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__ or NAME, argv)
-    n_rounds = rounds(args, 6)
+    n_rounds = rounds(args, 12)
     report = Report(NAME, args.quick)
 
     from providers.config import Config
