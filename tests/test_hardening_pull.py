@@ -15,7 +15,7 @@ import hashlib
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,23 @@ def pull_completes(
     return problems
 
 
+def pull_fails(
+    backend: LlamaCppBackend,
+    error: type[Exception],
+    says: str | tuple[str, ...] = (),
+    progress: Callable[[Progress], None] | None = None,
+) -> list[str]:
+    """Pull ``SPEC`` expecting ``error``, whose message holds one of ``says``; what is wrong."""
+    wanted = (says,) if isinstance(says, str) else says
+    try:
+        backend.pull(ModelSpec.parse(SPEC), progress)
+    except error as exc:
+        if wanted and not any(word in str(exc) for word in wanted):
+            return [f"the {error.__name__} does not say {' or '.join(wanted)}: {exc}"]
+        return []
+    return [f"the pull succeeded, where {error.__name__} was expected"]
+
+
 def remove_all(backend: LlamaCppBackend) -> None:
     for model in backend.list_models():
         backend.remove(ModelSpec.parse(model.id))
@@ -151,13 +168,7 @@ def test_connection_dropped_at_many_offsets(
         # Dropped at the same offset every time: the pull gives up, keeping what it got.
         tiny_hub.faults.reset()
         tiny_hub.faults.drop_at = offset
-        problems: list[str] = []
-        try:
-            backend.pull(ModelSpec.parse(SPEC))
-            problems.append("the pull succeeded although every transfer was cut")
-        except DownloadError as exc:
-            if "resume" not in str(exc) and offset:
-                problems.append(f"the error does not say the pull resumes: {exc}")
+        problems = pull_fails(backend, DownloadError, "resume" if offset else ())
         problems += after_fault(backend, partial=offset)
         tiny_hub.faults.reset()
         began = time.perf_counter()
@@ -193,14 +204,8 @@ def test_http_500_on_get_head_and_the_file_listing(
     for label, inject in failing.items():
         faults.reset()
         inject()
-        problems: list[str] = []
         began = time.perf_counter()
-        try:
-            backend.pull(ModelSpec.parse(SPEC))
-            problems.append("the pull succeeded")
-        except DownloadError as exc:
-            if not any(code in str(exc) for code in ("500", "502", "503")):
-                problems.append(f"the error does not name the HTTP status: {exc}")
+        problems = pull_fails(backend, DownloadError, ("500", "502", "503"))
         ledger.time("failed_pull", time.perf_counter() - began)
         problems += after_fault(backend)
         faults.reset()
@@ -234,13 +239,7 @@ def test_wrong_sha256_never_installs_and_the_next_pull_completes(
     for attempt in range(3):
         tiny_hub.faults.reset()
         tiny_hub.faults.corrupt = True
-        problems: list[str] = []
-        try:
-            backend.pull(ModelSpec.parse(SPEC))
-            problems.append("a corrupted download was installed")
-        except ChecksumMismatch as exc:
-            if "sha256" not in str(exc):
-                problems.append(f"the error does not name the sha256: {exc}")
+        problems = pull_fails(backend, ChecksumMismatch, "sha256")
         problems += after_fault(backend)  # the corrupt partial is deleted, never resumed
         tiny_hub.faults.reset()
         problems += pull_completes(backend, SPEC, tiny)
@@ -258,12 +257,7 @@ def test_wrong_sha256_never_installs_and_the_next_pull_completes(
     damaged[100] ^= 0xFF
     path.write_bytes(bytes(damaged))
     tiny_hub.faults.reset()
-    problems = []
-    try:
-        backend.pull(ModelSpec.parse(SPEC))
-        problems.append("a resume of a damaged partial was installed")
-    except ChecksumMismatch:
-        pass
+    problems = pull_fails(backend, ChecksumMismatch)
     problems += after_fault(backend)
     problems += pull_completes(backend, SPEC, tiny)
     ledger.case("partial damaged on disk, then resumed", problems)
@@ -294,13 +288,7 @@ def test_disk_full(tiny_hub: HubStandin, tiny: bytes, tmp_path: Path) -> None:
             # Not enough room before it starts: refused, nothing written.
             root.mkdir()
             filler = fill(mount, 64 * 1024)
-            problems: list[str] = []
-            try:
-                backend.pull(ModelSpec.parse(SPEC))
-                problems.append("the pull succeeded on a full disk")
-            except DownloadError as exc:
-                if "disk space" not in str(exc):
-                    problems.append(f"the error does not say the disk is full: {exc}")
+            problems = pull_fails(backend, DownloadError, "disk space")
             problems += after_fault(backend)
             filler.unlink()
             problems += pull_completes(backend, SPEC, tiny)
@@ -316,13 +304,7 @@ def test_disk_full(tiny_hub: HubStandin, tiny: bytes, tmp_path: Path) -> None:
                     filled.append(fill(mount, 16 * 1024))
 
             tiny_hub.faults.delay = 0.01  # let the filler land between two chunks
-            problems = []
-            try:
-                backend.pull(ModelSpec.parse(SPEC), fill_midway)
-                problems.append("the pull succeeded on a disk that filled up")
-            except DownloadError as exc:
-                if "No space left" not in str(exc):
-                    problems.append(f"the error does not say the disk is full: {exc}")
+            problems = pull_fails(backend, DownloadError, "No space left", fill_midway)
             kept = sorted(partials(root).values())
             if not kept or not 0 < kept[0] < len(tiny):
                 problems.append(f"no resumable partial kept: {kept}")
