@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.isolation import closed_port_url, private_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -267,13 +268,6 @@ def gemma_path() -> Path:
     return Path(assemble())
 
 
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -296,16 +290,10 @@ def workspace(*, import_model: bool = True) -> Iterator[Workspace]:
     saved = dict(os.environ)
     for name in ("LLMSPELL_CONFIG", "LLMSPELL_MODEL", "HF_TOKEN", "HF_HUB_OFFLINE"):
         os.environ.pop(name, None)
-    for sub in ("config", "data", "cache", "runtime", "ipython"):
-        (root / sub).mkdir()
+    os.environ.update(private_dirs(root))
+    (root / "ipython").mkdir()
     os.environ.update(
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_DATA_HOME=str(root / "data"),
-        XDG_CACHE_HOME=str(root / "cache"),
-        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
         IPYTHONDIR=str(root / "ipython"),
-        HF_HOME=str(root / "cache" / "huggingface"),
-        HF_HUB_DISABLE_TELEMETRY="1",
         HF_ENDPOINT=dead,
         LLMSPELL_MODELS=str(store),
         OLLAMA_HOST=dead,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -36,12 +35,6 @@ CATALOG_FILE = "gemma-3-270m-it-Q4_K_M.gguf"
 TIMEOUT = 300.0
 
 Json = dict[str, Any]
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 class Exchange:
@@ -149,16 +142,10 @@ def run(gemma: Path, tmp: Path) -> str:
 
     from llmspell_kernel.process import start_kernel, stop_kernel
     from tests.hub_standin import HubStandin
+    from tests.isolation import closed_port_url, private_dirs
 
-    for sub in ("config", "data", "cache", "runtime"):
-        (tmp / sub).mkdir()
+    os.environ.update(private_dirs(tmp))
     os.environ.update(
-        XDG_CONFIG_HOME=str(tmp / "config"),
-        XDG_DATA_HOME=str(tmp / "data"),
-        XDG_CACHE_HOME=str(tmp / "cache"),
-        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
-        HF_HOME=str(tmp / "cache" / "huggingface"),
-        HF_HUB_DISABLE_TELEMETRY="1",
         LLMSPELL_MODELS=str(tmp / "models"),
         OLLAMA_HOST=closed_port_url(),
     )

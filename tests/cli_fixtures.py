@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from llmspell_cli.app import app
+from tests.isolation import private_dirs
 
 LLMSPELL = Path(sys.executable).with_name("llmspell")
 GEMMA = "gemma3-270m"
@@ -66,17 +67,11 @@ def isolated_env(root: Path, models: Path) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("LLMSPELL_", "HF_", "JUPYTER_", "XDG_", "OLLAMA_"))
     }
-    for sub in ("config", "data", "cache", "runtime", "jupyter"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+    env.update(private_dirs(root))
+    (root / "jupyter").mkdir(exist_ok=True)
     env.update(
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_DATA_HOME=str(root / "data"),
-        XDG_CACHE_HOME=str(root / "cache"),
         XDG_RUNTIME_DIR=str(root / "runtime"),
-        JUPYTER_RUNTIME_DIR=str(root / "runtime"),
         JUPYTER_DATA_DIR=str(root / "jupyter"),
-        HF_HOME=str(root / "cache" / "huggingface"),
-        HF_HUB_DISABLE_TELEMETRY="1",
         OLLAMA_HOST="http://127.0.0.1:9",
         LLMSPELL_MODELS=str(models),
         PYTHONUNBUFFERED="1",

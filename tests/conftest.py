@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.isolation import private_dirs
+
 # Variables that would point llmspell or huggingface_hub at the developer's own files or servers.
 _ISOLATED_VARS = (
     "LLMSPELL_CONFIG",
@@ -27,14 +29,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     for name in _ISOLATED_VARS:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
-    for sub in ("config", "data", "cache", "runtime"):
-        (home / sub).mkdir(parents=True)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(home / "runtime"))
-    monkeypatch.setenv("HF_HOME", str(home / "cache" / "huggingface"))
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    for name, value in private_dirs(home).items():
+        monkeypatch.setenv(name, value)
     # Nothing in the tests may reach a real Ollama by accident.
     monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:9")
     yield home

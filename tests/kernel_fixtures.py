@@ -22,6 +22,7 @@ from jupyter_client.manager import KernelManager
 from llmspell_kernel.client import LLMSpellClient
 from providers.config import Config
 from providers.llamacpp import LlamaCppBackend
+from tests.isolation import private_dirs
 
 GEMMA_ID = "gemma3-270m"
 DEAD_OLLAMA = "http://127.0.0.1:9"
@@ -51,16 +52,10 @@ def kernel_environment(base: Path, store: Path, **overrides: str) -> dict[str, s
     env = dict(os.environ)
     for name in ("LLMSPELL_CONFIG", "HF_ENDPOINT", "HF_TOKEN", "JPY_PARENT_PID"):
         env.pop(name, None)
-    for sub in ("config", "data", "cache", "runtime", "ipython"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
+    env.update(private_dirs(base))
+    (base / "ipython").mkdir(exist_ok=True)
     env.update(
-        XDG_CONFIG_HOME=str(base / "config"),
-        XDG_DATA_HOME=str(base / "data"),
-        XDG_CACHE_HOME=str(base / "cache"),
-        JUPYTER_RUNTIME_DIR=str(base / "runtime"),
         IPYTHONDIR=str(base / "ipython"),
-        HF_HOME=str(base / "cache" / "huggingface"),
-        HF_HUB_DISABLE_TELEMETRY="1",
         LLMSPELL_MODELS=str(store),
         OLLAMA_HOST=DEAD_OLLAMA,
     )

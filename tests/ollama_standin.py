@@ -14,7 +14,8 @@ counts and nanosecond durations.
 Faults (:class:`Fault`), switchable per test: ``slow`` (sleep before answering), ``error_500``,
 ``midstream_error`` (an ``error`` line after some lines), ``truncated`` (the connection is
 dropped mid-stream), ``incomplete`` (the stream ends cleanly without its final line),
-``malformed`` (a line that is not JSON). "Down" is :func:`closed_port_url` or a stopped server.
+``malformed`` (a line that is not JSON). "Down" is :func:`tests.isolation.closed_port_url` or a
+stopped server.
 """
 
 from __future__ import annotations
@@ -44,14 +45,6 @@ DEFAULT_NUM_PREDICT = 64
 STANDIN_VERSION = "0.12.6"
 # Timestamps are written with a non-UTC offset, as a real Ollama in another time zone does.
 _LOCAL = timezone(timedelta(hours=2))
-
-
-def closed_port_url() -> str:
-    """A URL on 127.0.0.1 where nothing listens (connections are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def _timestamp(moment: datetime | None = None) -> str:

@@ -19,8 +19,9 @@ from providers.errors import (
 from providers.ollama import OllamaBackend
 from providers.spec import ModelSpec
 from providers.types import Chunk, GenerationOptions, Message, Progress
+from tests.isolation import closed_port_url
 from tests.ollama_fixtures import gemma_runner, ollama, ollama_config, standin
-from tests.ollama_standin import Fault, OllamaStandin, closed_port_url
+from tests.ollama_standin import Fault, OllamaStandin
 
 __all__ = ["gemma_runner", "ollama", "standin"]
 

@@ -11,7 +11,7 @@ from providers.config import Config
 from providers.errors import BackendUnavailable
 from providers.manager import ProviderManager
 from providers.types import GenerationOptions
-from tests.ollama_standin import closed_port_url
+from tests.isolation import closed_port_url
 
 MODEL_ID = "gemma3-270m"
 
