@@ -163,14 +163,14 @@ def run(gemma: Path, tmp: Path) -> str:
         try:
             client.wait_for_ready(timeout=60)
             info = client.kernel_info(reply=True, timeout=30)
-            out += examples(Exchange(client), info, gemma)
+            out += examples(Exchange(client), info, gemma, hub)
         finally:
             client.stop_channels()
             stop_kernel(record.id)
     return "\n".join(out)
 
 
-def examples(ex: Exchange, kernel_info: Json, gemma: Path) -> list[str]:
+def examples(ex: Exchange, kernel_info: Json, gemma: Path, hub: Any) -> list[str]:
     out: list[str] = []
 
     def section(title: str, text: str = "") -> None:
@@ -294,6 +294,18 @@ def examples(ex: Exchange, kernel_info: Json, gemma: Path) -> list[str]:
 
     section("remove")
     show({"command": "remove", "model": "gemma3-270m:Q4_K_M@llamacpp"})
+    out.append(
+        "A llamacpp model that is not installed but has an unfinished download (a pull that was"
+        " interrupted or failed, kept for resume) has that download deleted instead; the reply"
+        " says so with `unfinished_download_bytes`, the bytes freed. A model with neither is"
+        " `ModelNotFound`. Here the stand-in Hub cut every transfer at 120 MB first:\n"
+    )
+    hub.faults.drop_at = 120_000_000
+    ex.send({"command": "pull", "model": "gemma3-270m@llamacpp"})  # fails, keeping 120 MB
+    hub.faults.reset()
+    reply, _ = show({"command": "remove", "model": "gemma3-270m:Q4_K_M@llamacpp"})
+    if "unfinished_download_bytes" not in reply["content"]:
+        raise AssertionError(f"no unfinished download was removed: {dump(reply['content'])}")
 
     section(
         "Errors",
