@@ -30,6 +30,7 @@ from typing import Any
 from .common import (
     GEMMA_ID,
     Report,
+    backend_settings,
     fmt,
     interleaved,
     parse_args,
@@ -124,15 +125,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from llmspell_kernel.client import LLMSpellClient
     from llmspell_kernel.process import start_kernel, stop_kernel
-    from providers.config import Config
-    from providers.llamacpp import LlamaCppBackend
     from providers.llamacpp.native import prepare_llama_cpp
 
     with workspace() as ws:
-        backend = LlamaCppBackend(Config())
-        details = backend.health().details
-        backend.close()
-        n_ctx, n_threads = int(details["n_ctx"]), int(details["n_threads"])
+        n_ctx, n_threads = backend_settings()
         report.parameters = {
             "model": f"Gemma 3 270M Q4_K_M ({ws.model.name})",
             "rounds": n_rounds,

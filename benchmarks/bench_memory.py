@@ -16,7 +16,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .common import GEMMA_ID, PYTHON, ROOT, Report, fmt, parse_args, rounds, summarize, workspace
+from .common import (
+    GEMMA_ID,
+    PYTHON,
+    ROOT,
+    Report,
+    backend_settings,
+    fmt,
+    parse_args,
+    rounds,
+    summarize,
+    workspace,
+)
 
 NAME = "memory"
 MB = 2**20
@@ -101,17 +112,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     n_rounds = rounds(args, 3)
     report = Report(NAME, args.quick)
 
-    from providers.config import Config
-    from providers.llamacpp import LlamaCppBackend
-
     raw: list[dict[str, float]] = []
     idle: list[dict[str, float]] = []
     loaded: list[dict[str, float]] = []
     with workspace() as ws:
-        backend = LlamaCppBackend(Config())
-        details = backend.health().details
-        backend.close()
-        n_ctx, n_threads = int(details["n_ctx"]), int(details["n_threads"])
+        n_ctx, n_threads = backend_settings()
         report.parameters = {
             "model": ws.model.name,
             "model_bytes": ws.model.stat().st_size,

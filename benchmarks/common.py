@@ -268,6 +268,20 @@ def gemma_path() -> Path:
     return Path(assemble())
 
 
+def backend_settings() -> tuple[int, int]:
+    """The ``n_ctx`` and ``n_threads`` the llamacpp backend loads models with, under the
+    current environment's config: raw llama-cpp-python is measured with the same."""
+    from providers.config import Config
+    from providers.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(Config())
+    try:
+        details = backend.health().details
+    finally:
+        backend.close()
+    return int(details["n_ctx"]), int(details["n_threads"])
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
