@@ -227,10 +227,10 @@ class LlamaCppBackend:
             emit("done", existing.manifest.size, existing.manifest.size)
             return PullResult(model=self._info_of(existing), bytes=0, seconds=0.0)
 
-        _check_cancel(model_id, cancel)
+        _check_cancel("pull of", model_id, cancel)
         emit("resolving")
         file = hub.resolve(repo, quant)
-        _check_cancel(model_id, cancel)
+        _check_cancel("pull of", model_id, cancel)
         incoming = self.store.incoming_path(model_id, file.filename)
         try:
             emit("downloading", 0, file.size)
@@ -563,9 +563,10 @@ class LlamaCppBackend:
         self.cache.close()
 
 
-def _check_cancel(model_id: str, cancel: threading.Event | None) -> None:
+def _check_cancel(operation: str, model_id: str, cancel: threading.Event | None) -> None:
+    """Raise :class:`Cancelled` ("pull of ID interrupted") once ``cancel`` is set."""
     if cancel is not None and cancel.is_set():
-        raise Cancelled(f"pull of {model_id} interrupted", model=model_id, backend=BACKEND)
+        raise Cancelled(f"{operation} {model_id} interrupted", model=model_id, backend=BACKEND)
 
 
 # Generation ------------------------------------------------------------------------------------
@@ -630,10 +631,7 @@ def _run(
         raise GenerationError(f"{model_id}: {exc}", model=model_id, backend=BACKEND) from exc
     try:
         for part in stream:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(
-                    f"generation with {model_id} interrupted", model=model_id, backend=BACKEND
-                )
+            _check_cancel("generation with", model_id, cancel)
             choice = part["choices"][0]
             finish = choice.get("finish_reason") or finish
             if choice["text"]:
