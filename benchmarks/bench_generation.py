@@ -184,12 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def measure(client: Any, llama: Any, n_rounds: int, max_tokens: int) -> dict[str, Any]:
     prompt_at: Callable[[int], str] = lambda i: PROMPTS[i % len(PROMPTS)]  # noqa: E731
-    # Warm both: the kernel loads the model, llama.cpp allocates its buffers.
-    client.model_request("load", model=GEMMA_ID, timeout=300)
-    raw_generate(llama, "Warm-up.", 4)
-    kernel_generate(client, "Warm-up.", 4)
-
-    raw, kernel = pairs_of(client, llama, n_rounds, max_tokens)
+    raw, kernel = warm_pairs(client, llama, n_rounds, max_tokens)
 
     first: list[Sample] = []
     second: list[Sample] = []
@@ -207,13 +202,11 @@ def measure(client: Any, llama: Any, n_rounds: int, max_tokens: int) -> dict[str
     def ttfts(samples: list[Sample]) -> list[float]:
         return [s.ttft * 1000 for s in samples]
 
-    pairs = list(zip(kernel, raw, strict=True))
-    pair_ratio = [k.tokens_per_second / r.tokens_per_second for k, r in pairs]
-    pair_diff = [(k.ttft - r.ttft) * 1000 for k, r in pairs]
+    pair_diff = [(k.ttft - r.ttft) * 1000 for k, r in zip(kernel, raw, strict=True)]
     return {
         "raw_tokens_per_second": summarize(rates(raw), 2),
         "kernel_tokens_per_second": summarize(rates(kernel), 2),
-        "tokens_per_second_ratio_per_round": summarize(pair_ratio, 4),
+        "tokens_per_second_ratio_per_round": summarize(ratios(kernel, raw), 4),
         "raw_ttft_ms": summarize(ttfts(raw), 2),
         "kernel_ttft_ms": summarize(ttfts(kernel), 2),
         "ttft_difference_ms_per_round": summarize(pair_diff, 2),
@@ -233,9 +226,14 @@ def measure(client: Any, llama: Any, n_rounds: int, max_tokens: int) -> dict[str
     }
 
 
-def pairs_of(
+def warm_pairs(
     client: Any, llama: Any, n_rounds: int, max_tokens: int
 ) -> tuple[list[Sample], list[Sample]]:
+    """Warm both sides (the kernel loads the model, llama.cpp allocates its buffers), then
+    ``n_rounds`` interleaved rounds: (raw samples, kernel samples)."""
+    client.model_request("load", model=GEMMA_ID, timeout=300)
+    raw_generate(llama, "Warm-up.", 4)
+    kernel_generate(client, "Warm-up.", 4)
     return interleaved(
         n_rounds,
         PROMPTS,
@@ -244,15 +242,15 @@ def pairs_of(
     )
 
 
+def ratios(kernel: list[Sample], raw: list[Sample]) -> list[float]:
+    """Tokens/s of the kernel over raw, round by round."""
+    return [k.tokens_per_second / r.tokens_per_second for k, r in zip(kernel, raw, strict=True)]
+
+
 def measure_pairs(client: Any, llama: Any, n_rounds: int, max_tokens: int) -> dict[str, Any]:
-    client.model_request("load", model=GEMMA_ID, timeout=300)
-    kernel_generate(client, "Warm-up.", 4)
-    raw, kernel = pairs_of(client, llama, n_rounds, max_tokens)
+    raw, kernel = warm_pairs(client, llama, n_rounds, max_tokens)
     return {
-        "tokens_per_second_ratio_per_round": summarize(
-            [k.tokens_per_second / r.tokens_per_second for k, r in zip(kernel, raw, strict=True)],
-            4,
-        ),
+        "tokens_per_second_ratio_per_round": summarize(ratios(kernel, raw), 4),
         "kernel_pieces": [len(s.pieces) for s in kernel],
     }
 
