@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,28 @@ LONG_GENERATION = {
     "stream": True,
 }
 """A ``generate`` request that streams for many seconds: something to interrupt."""
+
+
+def generate_in_thread(
+    client: LLMSpellClient,
+) -> tuple[threading.Thread, threading.Event, list[Any]]:
+    """Start a long streamed generation; the event is set on its first piece of text."""
+    started = threading.Event()
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(
+                client.model_request(
+                    "generate", timeout=120, on_stream=lambda _: started.set(), **LONG_GENERATION
+                )
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, started, outcome
 
 
 def make_store(base: Path, gemma_path: Path) -> Path:

@@ -26,7 +26,7 @@ from llmspell_kernel.process import list_kernels, records_dir, start_kernel, sto
 from providers.errors import KernelConnectionError
 from tests.hardening_kernel_fixtures import record_figures
 from tests.hub_standin import HubStandin
-from tests.kernel_fixtures import GEMMA_ID, gemma_store
+from tests.kernel_fixtures import GEMMA_ID, LONG_GENERATION, gemma_store
 
 __all__ = ["gemma_store"]
 
@@ -98,12 +98,7 @@ def test_a_kernel_killed_mid_request_is_reported_not_waited_for(environment: Hub
 
     def generate(client: LLMSpellClient, under_way: threading.Event) -> Any:
         return client.model_request(
-            "generate",
-            model=GEMMA_ID,
-            prompt="Count from one to five hundred, in words:",
-            options={"max_tokens": 400},
-            stream=True,
-            on_stream=lambda _: under_way.set(),
+            "generate", on_stream=lambda _: under_way.set(), **LONG_GENERATION
         )
 
     def cell(client: LLMSpellClient, under_way: threading.Event) -> Any:

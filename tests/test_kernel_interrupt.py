@@ -21,6 +21,7 @@ from tests.kernel_fixtures import (
     gemma_client,
     gemma_kernel,
     gemma_store,
+    generate_in_thread,
 )
 
 __all__ = ["gemma_client", "gemma_kernel", "gemma_store"]
@@ -29,28 +30,6 @@ pytestmark = pytest.mark.model
 
 LONG = LONG_GENERATION
 HANG_BOUND = 10.0
-
-
-def generate_in_thread(
-    client: LLMSpellClient,
-) -> tuple[threading.Thread, threading.Event, list[Any]]:
-    """Start a long streamed generation; the event is set on its first piece of text."""
-    started = threading.Event()
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(
-                client.model_request(
-                    "generate", timeout=120, on_stream=lambda _: started.set(), **LONG
-                )
-            )
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, started, outcome
 
 
 def assert_next_generation_works(client: LLMSpellClient) -> None:

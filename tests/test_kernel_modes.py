@@ -25,7 +25,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from llmspell_kernel.client import LLMSpellClient
 from llmspell_kernel.process import KernelRecord, list_kernels, start_kernel, stop_kernel
 from providers.errors import ConfigError, KernelConnectionError, LLMSpellError
-from tests.kernel_fixtures import GEMMA_ID, gemma_store
+from tests.kernel_fixtures import GEMMA_ID, gemma_store, generate_in_thread
 
 __all__ = ["gemma_store"]
 
@@ -229,27 +229,7 @@ def test_embedded_interrupt_stops_a_generation_without_signalling_the_host(
     from providers.errors import Cancelled
 
     with LLMSpellClient.embedded() as client:
-        started = threading.Event()
-        outcome: list[Any] = []
-
-        def run() -> None:
-            try:
-                outcome.append(
-                    client.model_request(
-                        "generate",
-                        model=GEMMA_ID,
-                        prompt="Count from one to five hundred, in words:",
-                        options={"max_tokens": 400},
-                        stream=True,
-                        on_stream=lambda _: started.set(),
-                        timeout=120,
-                    )
-                )
-            except BaseException as exc:
-                outcome.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
+        thread, started, outcome = generate_in_thread(client)
         try:
             assert started.wait(60), outcome
             client.interrupt()  # a SIGINT here would raise KeyboardInterrupt in this test
