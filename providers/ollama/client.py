@@ -65,7 +65,7 @@ class OllamaClient:
         )
         try:
             self._http = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
-            # Streams that can be cancelled each open their own connection, so that a hang-up
+            # Streams (generations, pulls) each open their own connection, so that a hang-up
             # can reach its socket before Ollama sends the headers (see providers.hangup).
             self._streams = httpx.Client(
                 base_url=base_url,
@@ -136,8 +136,9 @@ class OllamaClient:
         a model for a minute), and raises :class:`Cancelled`.
         """
         with self._translated(path, model, failure, cancel), HangUp(cancel) as hang_up:
-            http = self._http if cancel is None else self._streams
-            with http.stream("POST", path, json=body, extensions=hang_up.extensions) as response:
+            with self._streams.stream(
+                "POST", path, json=body, extensions=hang_up.extensions
+            ) as response:
                 hang_up.attach(response)
                 if response.is_error:
                     response.read()
