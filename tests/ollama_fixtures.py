@@ -10,7 +10,7 @@ import pytest
 
 from providers.config import Config
 from providers.ollama import OllamaBackend
-from tests.ollama_standin import GemmaRunner, OllamaStandin
+from tests.ollama_standin import GemmaRunner, OllamaStandin, ScriptedRunner
 
 
 def ollama_config(url: str, **settings: Any) -> Config:
@@ -27,6 +27,17 @@ def gemma_runner(gemma_path: Path) -> GemmaRunner:
 @pytest.fixture
 def standin(gemma_runner: GemmaRunner) -> Iterator[OllamaStandin]:
     server = OllamaStandin(gemma_runner, model_size=gemma_runner.model_path.stat().st_size)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def scripted_standin() -> Iterator[OllamaStandin]:
+    """The stand-in with scripted generation (no model): for tests of the protocol alone."""
+    server = OllamaStandin(ScriptedRunner())
     server.start()
     try:
         yield server

@@ -7,9 +7,10 @@ with ``"stream": false``; an empty prompt / no messages loads the model, ``keep_
 unloads it with ``done_reason: "unload"``). Errors are ``{"error": "..."}`` bodies with
 Ollama's status codes, or an ``error`` line inside a 200 stream (a pull of an unknown model).
 
-Generation is real: every installed model is served by the Gemma 3 270M GGUF through
+Generation is real by default: every installed model is served by the Gemma 3 270M GGUF through
 llama-cpp-python (:class:`GemmaRunner`, loaded lazily once, used under a lock), with real token
-counts and nanosecond durations.
+counts and nanosecond durations. Tests about the wire protocol alone (faults, timeouts) use
+:class:`ScriptedRunner` instead: the same shapes at once, whatever else the machine is doing.
 
 Faults (:class:`Fault`), switchable per test: ``slow`` (sleep before answering), ``error_500``,
 ``midstream_error`` (an ``error`` line after some lines), ``truncated`` (the connection is
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from providers.llamacpp.native import prepare_llama_cpp
 
@@ -135,6 +136,66 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {self.kind!r}: expected one of {FAULT_KINDS}")
+
+
+class Runner(Protocol):
+    """What serves the stand-in's generations."""
+
+    def load(self) -> int:
+        """Load the model if needed; returns the nanoseconds spent loading."""
+        ...
+
+    def chat_prompt(self, messages: list[Json]) -> str: ...
+
+    def generate(self, prompt: str, options: Json, emit: Callable[[str], None]) -> Json:
+        """Generate from ``prompt`` calling ``emit`` per piece; returns Ollama's final stats."""
+        ...
+
+
+class ScriptedRunner:
+    """Generation without a model: the words of :attr:`ANSWER`, one piece each, honouring
+    ``num_predict`` and ``stop``. For tests of the protocol, so that no answer waits for a CPU
+    that other jobs keep busy."""
+
+    ANSWER = "Blue is the colour of the clear sky at noon, and of the deep sea far from land."
+
+    def load(self) -> int:
+        return 0
+
+    def chat_prompt(self, messages: list[Json]) -> str:
+        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in messages)
+
+    def generate(self, prompt: str, options: Json, emit: Callable[[str], None]) -> Json:
+        started = time.perf_counter_ns()
+        limit = int(options.get("num_predict") or DEFAULT_NUM_PREDICT)
+        limit = DEFAULT_NUM_PREDICT if limit < 0 else limit
+        stops = [s for s in options.get("stop") or [] if s]
+        words = self.ANSWER.split(" ")
+        text, count, reason = "", 0, "stop"
+        for index, word in enumerate(words):
+            if count >= limit:
+                reason = "length"
+                break
+            piece = word if index == 0 else " " + word
+            hit = next((s for s in stops if s in text + piece), None)
+            if hit is not None:
+                piece = (text + piece).split(hit, 1)[0][len(text) :]
+            if piece:
+                text += piece
+                emit(piece)
+            count += 1
+            if hit is not None:
+                break
+        end = time.perf_counter_ns()
+        return {
+            "done_reason": reason,
+            "total_duration": end - started,
+            "load_duration": 0,
+            "prompt_eval_count": len(prompt.split()),
+            "prompt_eval_duration": 0,
+            "eval_count": count,
+            "eval_duration": end - started,
+        }
 
 
 class GemmaRunner:
@@ -242,7 +303,7 @@ class _Abort(Exception):
 class OllamaStandin:
     """The stand-in server: ``start()`` binds 127.0.0.1 on a free port, ``stop()`` ends it."""
 
-    def __init__(self, runner: GemmaRunner | None, model_size: int = 253_000_000) -> None:
+    def __init__(self, runner: Runner | None, model_size: int = 253_000_000) -> None:
         self.runner = runner
         self.fault: Fault | None = None
         self.requests: list[tuple[str, str, Json]] = []
