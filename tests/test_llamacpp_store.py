@@ -19,7 +19,7 @@ from providers import (
     ModelSpec,
 )
 from providers.llamacpp import LlamaCppBackend
-from providers.llamacpp.backend import _id_from_file
+from providers.llamacpp.ids import id_from_file
 from providers.llamacpp.store import MANIFEST_NAME, ModelStore
 
 
@@ -272,12 +272,12 @@ def test_forget_then_commit_reinstalls(store: ModelStore, tmp_path: Path) -> Non
     ],
 )
 def test_ids_derived_from_file_names(file_name: str, model_id: str) -> None:
-    assert _id_from_file(Path("/somewhere") / file_name) == model_id
+    assert id_from_file(Path("/somewhere") / file_name) == model_id
 
 
 def test_ids_cannot_be_derived_from_symbols_only() -> None:
     with pytest.raises(InvalidModelSpec, match="pass a name"):
-        _id_from_file(Path("/x/___.gguf"))
+        id_from_file(Path("/x/___.gguf"))
 
 
 def test_lookup_rules(backend: LlamaCppBackend, tmp_path: Path) -> None:

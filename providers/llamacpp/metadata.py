@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelLoadError
 from .gguf_header import read_header
@@ -93,6 +94,16 @@ class GGUFMetadata:
     @property
     def family(self) -> str | None:
         return self.architecture
+
+    def manifest_fields(self, fallback_quant: str | None) -> dict[str, Any]:
+        """What a store manifest records of the file (``fallback_quant`` when the header names
+        no quantization)."""
+        return {
+            "quantization": self.quantization or fallback_quant,
+            "architecture": self.architecture,
+            "parameter_size": self.parameter_size,
+            "context_length": self.context_length,
+        }
 
 
 _lock = threading.Lock()

@@ -1,0 +1,218 @@
+"""Generating with a loaded llama.cpp model: checking a request, building its prompt, and the
+token loop that streams :class:`Chunk` objects and measures them.
+
+Every llama_cpp exception raised while generating is translated here, with ``raise ... from
+exc``. Closing the stream stops llama.cpp before its next token.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import GenerationError, InvalidRequest, LLMSpellError
+from ..types import Chunk, GenerationOptions, Message, Metrics
+from .cancel import check_cancel
+from .ids import BACKEND
+from .templates import ChatTemplate, format_messages
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+MIN_CONTEXT = 256
+_ROLES = ("system", "user", "assistant")
+
+Prompt = tuple[list[int], tuple[str, ...], tuple[int, ...]]
+"""A prompt's tokens, and the stop strings and stop token ids its template adds."""
+PromptBuilder = Callable[["Llama"], Prompt]
+
+
+# Checking a request ------------------------------------------------------------------------------
+
+
+def check_messages(messages: Sequence[Message]) -> None:
+    if not messages:
+        raise InvalidRequest("chat needs at least one message")
+    for message in messages:
+        if message.role not in _ROLES or not isinstance(message.content, str):
+            raise InvalidRequest(
+                f"invalid message {message!r}: role must be one of {', '.join(_ROLES)}"
+                " and content a string"
+            )
+
+
+def check_prompt(prompt: str) -> None:
+    if not isinstance(prompt, str):
+        raise InvalidRequest(f"prompt must be a string, not {type(prompt).__name__}")
+
+
+def check_options(options: GenerationOptions) -> None:
+    if options.max_tokens is not None and options.max_tokens < 1:
+        raise InvalidRequest(f"max_tokens must be at least 1, not {options.max_tokens}")
+    if options.num_ctx is not None and options.num_ctx < 1:
+        raise InvalidRequest(f"num_ctx must be at least 1, not {options.num_ctx}")
+
+
+def context_size(requested: int | None) -> int | None:
+    """llama.cpp rounds context sizes below 256 up to 256, and llama-cpp-python then sizes
+    its token buffer from the number asked for and fails; so ask for what will be used."""
+    return None if requested is None else max(requested, MIN_CONTEXT)
+
+
+# Prompts --------------------------------------------------------------------------------------
+
+
+def chat_prompt(template: ChatTemplate, messages: Sequence[Message]) -> PromptBuilder:
+    """``messages`` through the model's chat template."""
+
+    def build(llama: Llama) -> Prompt:
+        formatted = format_messages(template, messages, llama)
+        tokens = llama.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True
+        )
+        return tokens, formatted.stop, formatted.stop_token_ids
+
+    return build
+
+
+def completion_prompt(prompt: str) -> PromptBuilder:
+    """``prompt`` as given (no template)."""
+
+    def build(llama: Llama) -> Prompt:
+        return llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True), (), ()
+
+    return build
+
+
+# The token loop --------------------------------------------------------------------------------
+
+
+def generate(
+    model_id: str,
+    llama: Llama,
+    prompt: PromptBuilder,
+    options: GenerationOptions,
+    load_seconds: float,
+    cancel: threading.Event | None,
+) -> Iterator[Chunk]:
+    """Build the prompt with ``llama`` and stream its continuation; the caller holds the model
+    for the whole stream. ``load_seconds`` is what loading it took, for the metrics."""
+    try:
+        tokens, stops, stop_ids = prompt(llama)
+    except LLMSpellError:
+        raise
+    except Exception as exc:
+        raise GenerationError(
+            f"{model_id}: cannot build the prompt: {exc}", model=model_id, backend=BACKEND
+        ) from exc
+    yield from _run(model_id, llama, tokens, stops, stop_ids, options, load_seconds, cancel)
+
+
+class _TokenObserver:
+    """A stopping criterion that never stops: it notes when the first token was sampled and
+    how many were (each call sees the tokens before the one just sampled)."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.first_at: float | None = None
+        self.seen = 0
+
+    def __call__(self, input_ids: Any, _logits: Any) -> bool:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        self.seen = max(self.seen, len(input_ids))
+        return False
+
+    @property
+    def sampled(self) -> int:
+        return 0 if self.first_at is None else self.seen - self.prompt_tokens + 1
+
+
+def _run(
+    model_id: str,
+    llama: Llama,
+    tokens: list[int],
+    stops: tuple[str, ...],
+    stop_ids: tuple[int, ...],
+    options: GenerationOptions,
+    load_seconds: float,
+    cancel: threading.Event | None,
+) -> Iterator[Chunk]:
+    from llama_cpp import StoppingCriteriaList
+
+    context = llama.n_ctx()
+    if len(tokens) >= context:
+        raise GenerationError(
+            f"{model_id}: the prompt has {len(tokens)} tokens, the context holds {context}:"
+            " shorten it or set num_ctx",
+            model=model_id,
+            backend=BACKEND,
+        )
+    observer = _TokenObserver(len(tokens))
+    criteria: list[Callable[[Any, Any], bool]] = [observer]
+    if stop_ids:
+        criteria.append(lambda ids, _logits: len(ids) > len(tokens) and int(ids[-1]) in stop_ids)
+    started = time.perf_counter()
+    finish: str | None = None
+    try:
+        stream: Any = llama.create_completion(
+            prompt=tokens,
+            stream=True,
+            max_tokens=options.max_tokens,
+            stop=[*options.stop, *stops],
+            stopping_criteria=StoppingCriteriaList(criteria),
+            **_sampling(options),
+        )
+    except ValueError as exc:
+        raise GenerationError(f"{model_id}: {exc}", model=model_id, backend=BACKEND) from exc
+    try:
+        for part in stream:
+            check_cancel("generation with", model_id, cancel)
+            choice = part["choices"][0]
+            finish = choice.get("finish_reason") or finish
+            if choice["text"]:
+                yield Chunk(text=choice["text"])
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise GenerationError(
+            f"{model_id}: generation failed: {exc}", model=model_id, backend=BACKEND
+        ) from exc
+    finally:
+        stream.close()  # on a consumer's close(): stops llama.cpp before the next token
+    ended = time.perf_counter()
+    first = observer.first_at or ended
+    generated = observer.sampled
+    generation_seconds = ended - first
+    yield Chunk(
+        text="",
+        done=True,
+        metrics=Metrics(
+            prompt_tokens=len(tokens),
+            generated_tokens=generated,
+            load_seconds=round(load_seconds, 6),
+            prompt_seconds=round(first - started, 6),
+            generation_seconds=round(generation_seconds, 6),
+            total_seconds=round(load_seconds + ended - started, 6),
+            time_to_first_token=round(first - started, 6) if observer.first_at else None,
+            tokens_per_second=(
+                round((generated - 1) / generation_seconds, 3)
+                if generated > 1 and generation_seconds > 0
+                else None
+            ),
+            stop_reason=finish or "stop",
+        ),
+    )
+
+
+def _sampling(options: GenerationOptions) -> dict[str, Any]:
+    """Options given (not None) as create_completion keywords; the rest keep its defaults."""
+    names = {
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "top_k": options.top_k,
+        "min_p": options.min_p,
+        "repeat_penalty": options.repeat_penalty,
+        "seed": options.seed,
+    }
+    return {k: v for k, v in names.items() if v is not None}
