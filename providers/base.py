@@ -24,6 +24,7 @@ from .types import (
     ModelInfo,
     ProgressCallback,
     PullResult,
+    Removed,
 )
 
 
@@ -70,8 +71,9 @@ class Backend(Protocol):
 
     def info(self, spec: ModelSpec) -> ModelInfo: ...
 
-    def remove(self, spec: ModelSpec) -> str:
-        """Delete the model (or only what an unfinished pull of it left); returns its id."""
+    def remove(self, spec: ModelSpec) -> Removed:
+        """Delete the model; a backend that keeps what unfinished pulls leave deletes that
+        for a model that is not installed (then ``unfinished_bytes`` says how much)."""
         ...
 
     def load(self, spec: ModelSpec, progress: ProgressCallback | None = None) -> LoadedModel:

@@ -22,6 +22,7 @@ from .types import (
     ModelInfo,
     ProgressCallback,
     PullResult,
+    Removed,
 )
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class ProviderManager:
         backend, parsed = self.resolve(spec)
         return backend.info(parsed)
 
-    def remove(self, spec: str | ModelSpec) -> str:
+    def remove(self, spec: str | ModelSpec) -> Removed:
         backend, parsed = self.resolve(spec)
         return backend.remove(parsed)
 

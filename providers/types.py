@@ -202,3 +202,18 @@ class PullResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "bytes": self.bytes, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What ``remove`` deleted: the model ``id``.
+
+    ``unfinished_bytes`` is set when the model was not installed and the remove deleted only what
+    an unfinished pull of it left (that many bytes); it is None when an installed model went.
+    """
+
+    id: str
+    unfinished_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)

@@ -32,6 +32,7 @@ from providers import (
     PullResult,
     UnsupportedOperation,
 )
+from providers.types import Removed
 
 GEMMA_ID = "gemma3-270m"
 
@@ -97,10 +98,10 @@ class ScriptedBackend:
     def info(self, spec: ModelSpec) -> ModelInfo:
         return ModelInfo(id=self._find(spec), backend=self.name, context_length=32768)
 
-    def remove(self, spec: ModelSpec) -> str:
+    def remove(self, spec: ModelSpec) -> Removed:
         name = self._find(spec)
         self.installed.remove(name)
-        return name
+        return Removed(name)
 
     def load(self, spec: ModelSpec, progress: ProgressCallback | None = None) -> LoadedModel:
         return LoadedModel(id=self._find(spec), backend=self.name)

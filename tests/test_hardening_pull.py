@@ -27,7 +27,7 @@ from providers.errors import Cancelled, ChecksumMismatch, DownloadError, ModelNo
 from providers.llamacpp import LlamaCppBackend
 from providers.llamacpp.hub import partial_path
 from providers.spec import ModelSpec
-from providers.types import Progress
+from providers.types import Progress, Removed
 from tests import hub_fixtures
 from tests.hardening_faults_fixtures import (
     Ledger,
@@ -532,8 +532,8 @@ def test_remove_deletes_an_abandoned_partial(
 
     removed = backend.remove(ModelSpec.parse(SPEC))
 
-    assert removed == MODEL_ID
-    freed = getattr(removed, "unfinished_bytes", None)
+    freed = removed.unfinished_bytes
+    assert removed == Removed(MODEL_ID, unfinished_bytes=freed)
     assert isinstance(freed, int) and 100_000 <= freed < 101_000  # the partial and its record
     assert list(backend.store.root.iterdir()) == []
     with pytest.raises(ModelNotFound, match="not installed"):

@@ -31,6 +31,7 @@ from providers import (
 )
 from providers.llamacpp import LlamaCppBackend
 from providers.llamacpp.metadata import read_metadata
+from providers.types import Removed
 
 pytestmark = pytest.mark.model
 
@@ -299,7 +300,7 @@ def test_unload_then_remove(store_dir: Path, gemma_path: Path) -> None:
         assert local.unload(ModelSpec.parse("to-remove")) == "to-remove:v1"
         assert local.loaded() == []
         local.load(ModelSpec.parse("to-remove:v1"))
-        assert local.remove(ModelSpec.parse("to-remove")) == "to-remove:v1"  # unloads first
+        assert local.remove(ModelSpec.parse("to-remove")) == Removed("to-remove:v1")  # unloads
         assert local.loaded() == []
         assert "to-remove:v1" not in [m.id for m in local.list_models()]
         assert gemma_path.is_file()

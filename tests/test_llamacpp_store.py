@@ -21,6 +21,7 @@ from providers import (
 from providers.llamacpp import LlamaCppBackend
 from providers.llamacpp.ids import id_from_file
 from providers.llamacpp.store import MANIFEST_NAME, ModelStore
+from providers.types import Removed
 
 
 def fake_gguf(path: Path, payload: bytes = b"weights") -> Path:
@@ -319,7 +320,7 @@ def test_lookup_rules(backend: LlamaCppBackend, tmp_path: Path) -> None:
 def test_remove_deletes_the_folder(backend: LlamaCppBackend, tmp_path: Path) -> None:
     backend.store.import_file(fake_gguf(tmp_path / "r.gguf"), "r:1")
     folder = backend.store.folder_for("r:1")
-    assert backend.remove(ModelSpec.parse("r")) == "r:1"
+    assert backend.remove(ModelSpec.parse("r")) == Removed("r:1")
     assert not folder.exists()
     with pytest.raises(ModelNotFound):
         backend.remove(ModelSpec.parse("r"))

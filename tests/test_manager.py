@@ -31,6 +31,7 @@ from providers import (
     PullResult,
     UnsupportedOperation,
 )
+from providers.types import Removed
 
 
 class RecordingBackend:
@@ -81,9 +82,9 @@ class RecordingBackend:
             raise ModelNotFound(f"{spec.name} not found", model=spec.name, backend=self.name)
         return ModelInfo(id=spec.name, backend=self.name)
 
-    def remove(self, spec: ModelSpec) -> str:
+    def remove(self, spec: ModelSpec) -> Removed:
         self.calls.append(("remove", str(spec)))
-        return spec.name
+        return Removed(spec.name)
 
     def load(self, spec: ModelSpec, progress: ProgressCallback | None = None) -> LoadedModel:
         return LoadedModel(id=spec.name, backend=self.name)
@@ -144,6 +145,12 @@ def test_installed_backend_is_found_without_a_suffix() -> None:
     assert manager.resolve("llama3.1:8b")[0] is ollama
     manager.info("local/gemma3-270m")
     assert llama.calls == [("info", "local/gemma3-270m@llamacpp")]
+
+
+def test_remove_returns_what_the_backend_removed() -> None:
+    manager, llama, _ = make()
+    assert manager.remove("gemma3-270m") == Removed("gemma3-270m", unfinished_bytes=None)
+    assert llama.calls == [("remove", "gemma3-270m@llamacpp")]
 
 
 def test_unknown_model_goes_to_default_backend_else_ollama() -> None:

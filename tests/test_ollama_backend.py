@@ -12,7 +12,7 @@ from providers.base import Backend
 from providers.errors import InvalidRequest, ModelNotFound, UnsupportedOperation
 from providers.ollama import OllamaBackend
 from providers.spec import ModelSpec
-from providers.types import Chunk, GenerationOptions, Message, Progress
+from providers.types import Chunk, GenerationOptions, Message, Progress, Removed
 from tests.ollama_fixtures import gemma_runner, ollama, ollama_config, standin
 from tests.ollama_standin import STANDIN_VERSION, OllamaStandin, StandinModel
 
@@ -146,7 +146,7 @@ def test_pull_with_quantization_needs_a_tag(ollama: OllamaBackend) -> None:
 
 
 def test_remove(ollama: OllamaBackend, standin: OllamaStandin) -> None:
-    assert ollama.remove(SPEC) == "gemma3:270m"
+    assert ollama.remove(SPEC) == Removed("gemma3:270m")
     assert standin.requests[-1] == ("DELETE", "/api/delete", {"model": "gemma3:270m"})
     assert "gemma3:270m" not in {m.id for m in ollama.list_models()}
     with pytest.raises(ModelNotFound, match=r"not installed in the Ollama at .*nothing to remove"):

@@ -32,6 +32,7 @@ from ..types import (
     Progress,
     ProgressCallback,
     PullResult,
+    Removed,
 )
 from .cache import Lease, ModelCache
 from .generation import (
@@ -55,18 +56,6 @@ from .topology import cpu_count
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
-
-
-class RemovedId(str):
-    """The id :meth:`LlamaCppBackend.remove` returns when what it deleted was only an
-    unfinished download (``unfinished_bytes`` of it), not an installed model."""
-
-    unfinished_bytes: int
-
-    def __new__(cls, model_id: str, *, unfinished_bytes: int) -> RemovedId:
-        removed = super().__new__(cls, model_id)
-        removed.unfinished_bytes = unfinished_bytes
-        return removed
 
 
 class LlamaCppBackend:
@@ -230,9 +219,9 @@ class LlamaCppBackend:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def remove(self, spec: ModelSpec) -> str:
+    def remove(self, spec: ModelSpec) -> Removed:
         """Delete the installed model; for a model that is not installed, delete what an
-        unfinished pull of it left (the returned id then says so: see :class:`RemovedId`)."""
+        unfinished pull of it left (``unfinished_bytes`` of the result then says how much)."""
         try:
             model = self._find(spec)
         except ModelNotFound:
@@ -242,15 +231,15 @@ class LlamaCppBackend:
             return unfinished
         self.cache.unload(model.id)
         self.store.remove(model.id)
-        return model.id
+        return Removed(model.id)
 
-    def _discard_unfinished(self, spec: ModelSpec) -> RemovedId | None:
+    def _discard_unfinished(self, spec: ModelSpec) -> Removed | None:
         try:
             model_id = pull_target(spec, None).model_id
         except LLMSpellError:
             return None  # not something a pull could have left
         freed = self.store.discard_unfinished(model_id)
-        return None if freed is None else RemovedId(model_id, unfinished_bytes=freed)
+        return None if freed is None else Removed(model_id, unfinished_bytes=freed)
 
     # Memory -------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from ..types import (
     Progress,
     ProgressCallback,
     PullResult,
+    Removed,
 )
 from .client import OllamaClient
 from .convert import loaded_model, metrics, model_info, ollama_options, parse_parameters
@@ -200,7 +201,7 @@ class OllamaBackend:
             backend=self.name,
         )
 
-    def remove(self, spec: ModelSpec) -> str:
+    def remove(self, spec: ModelSpec) -> Removed:
         name = ollama_name(spec)
         try:
             self._client.request("DELETE", "/api/delete", {"model": name}, model=name)
@@ -211,7 +212,7 @@ class OllamaBackend:
                 model=name,
                 backend=self.name,
             ) from exc
-        return name
+        return Removed(name)
 
     # Memory ---------------------------------------------------------------------------------------
 
