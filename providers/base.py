@@ -1,15 +1,15 @@
 """The provider protocol every backend implements.
 
 Backends are synchronous and thread-safe: the kernel calls them from worker threads, never on
-its event loop. Generation returns an iterator of :class:`Chunk`; the consumer may stop early
-by calling ``close()`` on it (that is how a generation is cancelled), and the backend must then
-free what it holds. The last chunk of a completed stream has ``done=True`` and ``metrics``.
+its event loop. Generation returns a :class:`ChunkStream`; the consumer may stop early by
+calling its ``close()`` (that is how a generation is cancelled), and the backend must then free
+what it holds. The last chunk of a completed stream has ``done=True`` and ``metrics``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -17,7 +17,7 @@ from .spec import ModelSpec
 from .types import (
     AvailableModel,
     BackendHealth,
-    Chunk,
+    ChunkStream,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -93,7 +93,7 @@ class Backend(Protocol):
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         """Generate the answer to ``messages`` (with the model's chat template), streamed.
         Setting ``cancel`` stops the generation promptly with :class:`Cancelled`, even before
         its first token."""
@@ -106,7 +106,7 @@ class Backend(Protocol):
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         """Continue ``prompt`` (no template), streamed; ``cancel`` as for :meth:`chat`."""
         ...
 

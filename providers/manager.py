@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from .spec import BACKENDS, ModelSpec, normalize_backend, parse_spec
 from .types import (
     AvailableModel,
     BackendHealth,
-    Chunk,
+    ChunkStream,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -222,7 +222,7 @@ class ProviderManager:
         options: GenerationOptions | None = None,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         backend, parsed = self.resolve(spec)
         return backend.chat(parsed, messages, options or GenerationOptions(), cancel=cancel)
 
@@ -233,7 +233,7 @@ class ProviderManager:
         options: GenerationOptions | None = None,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         backend, parsed = self.resolve(spec)
         return backend.complete(parsed, prompt, options or GenerationOptions(), cancel=cancel)
 

@@ -1,14 +1,15 @@
 """Value objects shared by every backend: what the provider protocol takes and returns.
 
-All of them are plain frozen dataclasses with a ``to_dict()`` giving the JSON-ready form used
-in protocol replies; ``None`` values stay in the dict so that clients see every field.
+All of them but :class:`ChunkStream` (what a generation returns) are plain frozen dataclasses
+with a ``to_dict()`` giving the JSON-ready form used in protocol replies; ``None`` values stay
+in the dict so that clients see every field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 
@@ -217,3 +218,19 @@ class Removed:
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)
+
+
+@runtime_checkable
+class ChunkStream(Protocol):
+    """What ``chat`` and ``complete`` return: the generated :class:`Chunk` objects, streamed
+    (the last chunk of a finished stream has ``done`` and ``metrics``).
+
+    ``close()`` stops the generation where it is and frees what it holds (the model's lock, the
+    connection); closing a finished or closed stream does nothing. A generator is one.
+    """
+
+    def __iter__(self) -> Iterator[Chunk]: ...
+
+    def __next__(self) -> Chunk: ...
+
+    def close(self) -> None: ...

@@ -32,7 +32,7 @@ from providers import (
     PullResult,
     UnsupportedOperation,
 )
-from providers.types import Removed
+from providers.types import ChunkStream, Removed
 
 GEMMA_ID = "gemma3-270m"
 
@@ -119,7 +119,7 @@ class ScriptedBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         self._find(spec)
         self.chats.append((spec.name, [m.to_dict() for m in messages], options))
         return self._generate()
@@ -146,7 +146,7 @@ class ScriptedBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         return self.chat(spec, [Message("user", prompt)], options, cancel=cancel)
 
     def close(self) -> None:
@@ -170,11 +170,11 @@ class RecordingBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         self.chats.append([m.to_dict() for m in messages])
         return self._watch(self.inner.chat(spec, messages, options, cancel=cancel))
 
-    def _watch(self, chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
+    def _watch(self, chunks: ChunkStream) -> Generator[Chunk, None, None]:
         record: dict[str, Any] = {"chunks": 0, "done": False, "closed": False}
         self.generations.append(record)
         try:
@@ -183,10 +183,8 @@ class RecordingBackend:
                 record["done"] = record["done"] or chunk.done
                 yield chunk
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-                record["closed"] = True
+            chunks.close()
+            record["closed"] = True
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -31,7 +31,7 @@ from providers import (
 )
 from providers.llamacpp import LlamaCppBackend
 from providers.llamacpp.metadata import read_metadata
-from providers.types import Removed
+from providers.types import ChunkStream, Removed
 
 pytestmark = pytest.mark.model
 
@@ -67,7 +67,7 @@ def bounded(function: Callable[[], T], seconds: float = 60) -> T:
     return result[0]
 
 
-def closable(stream: Iterator[Chunk]) -> Generator[Chunk, None, None]:
+def closable(stream: ChunkStream) -> Generator[Chunk, None, None]:
     assert isinstance(stream, Generator)
     return stream
 

@@ -7,7 +7,7 @@ backends have their own tests against the real model and the stand-in servers.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from providers import (
     PullResult,
     UnsupportedOperation,
 )
-from providers.types import Removed
+from providers.types import ChunkStream, Removed
 
 
 class RecordingBackend:
@@ -103,7 +103,7 @@ class RecordingBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, None]:
         self.calls.append(("chat", str(spec)))
         yield Chunk(text="", done=True)
 
@@ -114,7 +114,7 @@ class RecordingBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, None]:
         self.calls.append(("complete", str(spec)))
         yield Chunk(text="", done=True)
 
@@ -151,6 +151,18 @@ def test_remove_returns_what_the_backend_removed() -> None:
     manager, llama, _ = make()
     assert manager.remove("gemma3-270m") == Removed("gemma3-270m", unfinished_bytes=None)
     assert llama.calls == [("remove", "gemma3-270m@llamacpp")]
+
+
+def test_generations_are_chunk_streams_that_close() -> None:
+    manager, _, _ = make()
+    options = GenerationOptions(max_tokens=1)
+    for stream in (
+        manager.chat("gemma3-270m", [Message("user", "Hi")], options),
+        manager.complete("gemma3-270m", "Hi", options),
+    ):
+        assert isinstance(stream, ChunkStream)
+        stream.close()
+        assert list(stream) == []  # a closed stream yields nothing more
 
 
 def test_unknown_model_goes_to_default_backend_else_ollama() -> None:

@@ -270,7 +270,7 @@ def test_closing_the_stream_cancels_it(ollama: OllamaBackend, standin: OllamaSta
     stream = ollama.complete(SPEC, "Count from one to fifty:", GenerationOptions(max_tokens=48))
     first = next(iter(stream))
     assert first.text and not first.done
-    stream.close()  # type: ignore[attr-defined]
+    stream.close()
     with pytest.raises(StopIteration):
         next(iter(stream))
     # Closing dropped the connection: the server stopped generating before the end.

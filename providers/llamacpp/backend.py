@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from ..types import (
     AvailableModel,
     BackendHealth,
     Chunk,
+    ChunkStream,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -276,7 +277,7 @@ class LlamaCppBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         check_messages(messages)
         model = self._find(spec)
         template = choose_template(model.id, read_metadata(model.path).values)
@@ -290,7 +291,7 @@ class LlamaCppBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         check_prompt(prompt)
         model = self._find(spec)
         check_options(options)
@@ -302,7 +303,7 @@ class LlamaCppBackend:
         prompt: PromptBuilder,
         options: GenerationOptions,
         cancel: threading.Event | None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         # Load now, so that a missing or broken model fails the call itself; the stream takes
         # its own lease when it starts (a stream that is never started holds nothing).
         with self._acquire(model, context_size(options.num_ctx), None) as lease:
@@ -316,7 +317,7 @@ class LlamaCppBackend:
         options: GenerationOptions,
         load_seconds: float,
         cancel: threading.Event | None,
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, None]:
         with self._acquire(model, context_size(options.num_ctx), None) as lease:
             with lease.entry.generation_lock:
                 yield from generate(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..types import (
     AvailableModel,
     BackendHealth,
     Chunk,
+    ChunkStream,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -250,7 +251,7 @@ class OllamaBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         if not messages:
             raise InvalidRequest("chat needs at least one message", backend=self.name)
         name = ollama_name(spec)
@@ -265,7 +266,7 @@ class OllamaBackend:
         options: GenerationOptions,
         *,
         cancel: threading.Event | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> ChunkStream:
         if not prompt:
             # Ollama treats an empty prompt as "load the model" and generates nothing.
             raise InvalidRequest("complete needs a non-empty prompt", backend=self.name)
@@ -295,7 +296,7 @@ class OllamaBackend:
         body: Json,
         text_of: Callable[[Json], str],
         cancel: threading.Event | None,
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, None]:
         started = time.perf_counter()
         first_token: float | None = None
         lines = self._client.stream(
