@@ -14,16 +14,17 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .client import ExecuteResult, LLMSpellClient
     from .kernel import LLMSpellKernel
-    from .process import KernelRecord, list_kernels, start_kernel, stop_all, stop_kernel
+    from .process import start_kernel, stop_all, stop_kernel
     from .protocol import PROTOCOL_VERSION
+    from .records import KernelRecord, list_kernels
 
 _LAZY: dict[str, str] = {
     "ExecuteResult": "client",
-    "KernelRecord": "process",
+    "KernelRecord": "records",
     "LLMSpellClient": "client",
     "LLMSpellKernel": "kernel",
     "PROTOCOL_VERSION": "protocol",
-    "list_kernels": "process",
+    "list_kernels": "records",
     "start_kernel": "process",
     "stop_all": "process",
     "stop_kernel": "process",

@@ -30,12 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.connect import find_connection_file
-from jupyter_core.paths import jupyter_runtime_dir
 
 from providers.errors import KernelConnectionError, LLMSpellError, error_class
 
 from .protocol import PROGRESS_TYPE, REQUEST_TYPE, STREAM_TYPE
+from .records import find_kernel as find_kernel  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
     from .embedded import EmbeddedKernel
@@ -520,26 +519,6 @@ class LLMSpellClient:
     def __repr__(self) -> str:
         mode = "embedded" if self._embedded is not None else "connected"
         return f"<LLMSpellClient {mode} {self._connection_file}>"
-
-
-def find_kernel(file_or_name: str) -> Path:
-    """The connection file for a path or a name, like ``jupyter console --existing``."""
-    path = Path(file_or_name).expanduser()
-    if path.is_file():
-        return path.absolute()
-    from .process import list_kernels
-
-    for record in list_kernels():  # started by `kernel start`, maybe with its own file
-        if record.id == file_or_name:
-            return record.connection_file
-    runtime = jupyter_runtime_dir()
-    try:
-        return Path(find_connection_file(file_or_name, path=[".", runtime]))
-    except OSError as exc:
-        raise KernelConnectionError(
-            f"no kernel connection file matching {file_or_name!r} here or in {runtime}"
-            " (see `llmspell kernel list`)"
-        ) from exc
 
 
 def error_from_reply(content: dict[str, Any]) -> LLMSpellError:

@@ -24,14 +24,8 @@ import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from llmspell_kernel.client import LLMSpellClient
-from llmspell_kernel.process import (
-    KernelRecord,
-    list_kernels,
-    records_dir,
-    start_kernel,
-    stop_all,
-    stop_kernel,
-)
+from llmspell_kernel.process import start_kernel, stop_all, stop_kernel
+from llmspell_kernel.records import KernelRecord, list_kernels, records_dir
 from tests.cli_fixtures import run_cli
 from tests.hardening_kernel_fixtures import record_figures
 from tests.kernel_fixtures import kernel_environment, start_kernel_process

@@ -22,7 +22,8 @@ from jupyter_client.connect import find_connection_file
 from jupyter_core.paths import jupyter_runtime_dir
 
 from llmspell_kernel.client import LLMSpellClient
-from llmspell_kernel.process import list_kernels, records_dir, start_kernel, stop_all
+from llmspell_kernel.process import start_kernel, stop_all
+from llmspell_kernel.records import list_kernels, records_dir
 from providers.errors import KernelConnectionError
 from tests.hardening_kernel_fixtures import record_figures
 from tests.hub_standin import HubStandin

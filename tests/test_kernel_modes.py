@@ -23,7 +23,8 @@ from jupyter_client.connect import find_connection_file
 from jupyter_core.paths import jupyter_runtime_dir
 
 from llmspell_kernel.client import LLMSpellClient
-from llmspell_kernel.process import KernelRecord, list_kernels, start_kernel, stop_kernel
+from llmspell_kernel.process import start_kernel, stop_kernel
+from llmspell_kernel.records import KernelRecord, list_kernels
 from providers.errors import ConfigError, KernelConnectionError, LLMSpellError
 from tests.kernel_fixtures import GEMMA_ID, gemma_store, generate_in_thread
 

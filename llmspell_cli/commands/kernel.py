@@ -12,7 +12,7 @@ from ..context import state
 from ..output import short_time
 
 if TYPE_CHECKING:
-    from llmspell_kernel.process import KernelRecord
+    from llmspell_kernel.records import KernelRecord
 
 app = typer.Typer(
     help="Start, list and stop llmspell kernels; install the kernelspec.", no_args_is_help=True
@@ -89,7 +89,7 @@ def start(
 @app.command("list")
 def list_kernels(ctx: typer.Context) -> None:
     """Kernels started by llmspell on this machine."""
-    from llmspell_kernel.process import list_kernels as running_kernels
+    from llmspell_kernel.records import list_kernels as running_kernels
 
     cli = state(ctx)
     records = [record_dict(record) for record in running_kernels()]
