@@ -228,11 +228,16 @@ def download(
     dest: Path,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
 ) -> str:
     """Download ``file`` to ``dest``, verified; returns its sha256 (hex).
 
     Bytes go to ``<dest>.partial`` (kept when the transfer is interrupted or cancelled, and
     resumed by the next call); ``dest`` appears, atomically, only once size and sha256 match.
+    ``transport`` replaces httpx's own for the transfer (a mock, in tests); with one that has
+    no sockets a cancel is noticed between chunks only, not while a read waits (see
+    :mod:`providers.hangup`).
     """
     dest = Path(dest)
     url = endpoint()
@@ -245,7 +250,7 @@ def download(
     partial = partial_path(dest)
     try:
         with _exclusive(file, partial):
-            return _download_locked(file, dest, partial, url, progress, cancel)
+            return _download_locked(file, dest, partial, url, progress, cancel, transport)
     except LLMSpellError:
         raise
     except Exception as exc:  # the one boundary: nothing foreign gets past it
@@ -283,6 +288,7 @@ def _download_locked(
     url: str,
     progress: ProgressFn | None,
     cancel: threading.Event | None,
+    transport: httpx.BaseTransport | None,
 ) -> str:
     meta_path = partial.with_name(partial.name + ".json")
     meta = _PartialMeta(file.repo, file.filename, file.size, file.sha256)
@@ -293,7 +299,7 @@ def _download_locked(
         with open(partial, "ab+") as handle:
             target = _Target(handle, file.size, progress)
             target.rehash(cancel, file)
-            _fetch(file, url, target, cancel)
+            _fetch(file, url, target, cancel, transport)
     except ChecksumMismatch:
         _delete(partial, meta_path)
         raise
@@ -377,7 +383,13 @@ class _Target:
         return self._hash.hexdigest()
 
 
-def _fetch(file: HubFile, url: str, target: _Target, cancel: threading.Event | None) -> None:
+def _fetch(
+    file: HubFile,
+    url: str,
+    target: _Target,
+    cancel: threading.Event | None,
+    transport: httpx.BaseTransport | None,
+) -> None:
     if target.size >= file.size:
         return  # an earlier call got every byte; verification decides
     _import_hub()
@@ -388,7 +400,9 @@ def _fetch(file: HubFile, url: str, target: _Target, cancel: threading.Event | N
     headers = {**build_hf_headers(library_name="llmspell"), "Accept-Encoding": "identity"}
     failures = 0
     timeout = httpx.Timeout(API_TIMEOUT, connect=10.0)
-    with httpx.Client(follow_redirects=True, timeout=timeout, headers=headers) as client:
+    with httpx.Client(
+        follow_redirects=True, timeout=timeout, headers=headers, transport=transport
+    ) as client:
         while True:
             before = target.size
             try:

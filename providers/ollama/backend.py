@@ -8,6 +8,8 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ..config import Config
 from ..errors import (
     BackendUnavailable,
@@ -59,11 +61,12 @@ class OllamaBackend:
 
     name = "ollama"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, transport: httpx.BaseTransport | None = None) -> None:
+        """``transport``: the HTTP transport to reach Ollama through (see :class:`OllamaClient`)."""
         settings = config.providers.ollama
         self.base_url = config.ollama_url()
         self.keep_alive = settings.options.keep_alive
-        self._client = OllamaClient(self.base_url, settings.timeout_seconds)
+        self._client = OllamaClient(self.base_url, settings.timeout_seconds, transport=transport)
 
     # Status and listing -----------------------------------------------------------------------
 

@@ -14,6 +14,14 @@ here, with ``raise ... from exc``:
   (``ModelNotFound`` when the text says the model does not exist);
 - a line that is not a JSON object, or a stream that ends before its final line (or whose
   connection drops) → the operation's failure type saying so.
+
+The HTTP transport is a seam: ``OllamaClient(..., transport=httpx.MockTransport(handler))``
+checks all of the above in-process (``tests/test_ollama_mock_transport.py``). What a mock
+transport cannot show is the hang-up of a cancelled stream: :class:`~providers.hangup.HangUp`
+shuts down the stream's socket, which it learns from httpcore (its ``trace`` extension, or the
+response's ``network_stream``), and an in-memory response has none; there a cancel is noticed
+only when the response fails or ends. A real transport (``httpx.HTTPTransport``) keeps the
+hang-up; that is tested against a silent socket and the Ollama stand-in.
 """
 
 from __future__ import annotations
@@ -55,16 +63,30 @@ def not_found_message(model: str) -> str:
 
 
 class OllamaClient:
-    """A thread-safe JSON/NDJSON client for one Ollama server (one ``httpx.Client``)."""
+    """A thread-safe JSON/NDJSON client for one Ollama server (an ``httpx.Client`` for plain
+    requests, another for streams)."""
 
-    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_seconds: float,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """``transport`` replaces httpx's own (a mock, in tests) for every request. Then the
+        transport's own connection limits apply (streams then may share pooled connections,
+        and a stream on a reused one can be hung up only once its headers are in), and the
+        bare TCP connect that checks a server found down is skipped (it would bypass the
+        transport)."""
         self.base_url = base_url
         self.timeout_seconds = timeout_seconds
         timeout = httpx.Timeout(
             timeout_seconds, connect=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS)
         )
         try:
-            self._http = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
+            self._http = httpx.Client(
+                base_url=base_url, timeout=timeout, trust_env=False, transport=transport
+            )
             # Streams (generations, pulls) each open their own connection, so that a hang-up
             # can reach its socket before Ollama sends the headers (see providers.hangup).
             self._streams = httpx.Client(
@@ -72,6 +94,7 @@ class OllamaClient:
                 timeout=timeout,
                 trust_env=False,
                 limits=httpx.Limits(max_keepalive_connections=0),
+                transport=transport,
             )
         except (httpx.InvalidURL, ValueError) as exc:
             raise ConfigError(
@@ -80,6 +103,7 @@ class OllamaClient:
         url = self._http.base_url
         self._address = (url.host, url.port or (443 if url.scheme == "https" else 80))
         self._refused = False  # the last connection attempt was refused
+        self._probe = transport is None  # see _check_listening
 
     def close(self) -> None:
         self._http.close()
@@ -181,7 +205,7 @@ class OllamaClient:
                 raise Cancelled(
                     f"the request to Ollama's {path} was interrupted", model=model, backend=BACKEND
                 ) from exc
-            if isinstance(exc, httpx.ConnectError):
+            if isinstance(exc, httpx.ConnectError) and self._probe:
                 self._refused = True
             raise translate_http_error(exc, self, path, model, failure) from exc
 
