@@ -9,78 +9,32 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from llmspell_kernel.script_runner import LLMSpellScriptExit, LLMSpellScriptFailed
+
 from ..context import CliState, state
 from ..output import strip_ansi
 
 if TYPE_CHECKING:
     from llmspell_kernel.client import ExecuteResult
 
-# Names the wrapper raises to report how the script ended (they become the reply's ename).
-SCRIPT_FAILED = "LLMSpellScriptFailed"
-SCRIPT_EXIT = "LLMSpellScriptExit"
-
-# Runs a script in the kernel the way `python SCRIPT ARGS` would: its own `__main__` namespace
-# (with the kernel's LocalLLM and Agent), sys.argv set, the source registered with linecache so
-# tracebacks show its lines even when the kernel is on another machine, and a plain Python
-# traceback on stderr that starts at the script's first frame. Everything is restored after.
-_RUN_SCRIPT = """\
-def __llmspell_run(path, source, argv, model, directory):
-    import builtins, linecache, os, sys, traceback
-
-    class LLMSpellScriptFailed(Exception):
-        pass
-
-    class LLMSpellScriptExit(Exception):
-        pass
-
-    llm = globals().get("LocalLLM")
-    previous_model = llm.default_model if llm is not None else None
-    namespace = {"__name__": "__main__", "__file__": path, "__builtins__": builtins}
-    for name in ("LocalLLM", "Agent"):
-        if name in globals():
-            namespace[name] = globals()[name]
-    saved_argv = sys.argv
-    # Like `python SCRIPT`: the script's directory comes first on sys.path (when it exists here).
-    added_path = os.path.isdir(directory) and directory not in sys.path
-    if added_path:
-        sys.path.insert(0, directory)
-    failure = None
-    try:
-        if model is not None:
-            if llm is None:
-                raise RuntimeError("this kernel has no LocalLLM: --model cannot be applied")
-            llm.set_default_model(model)
-        linecache.cache[path] = (len(source), None, source.splitlines(True), path)
-        sys.argv = argv
-        exec(compile(source, path, "exec"), namespace)
-    except SystemExit as exc:
-        code = exc.code
-        if code is not None and not isinstance(code, int):
-            print(code, file=sys.stderr)
-            code = 1
-        if code:
-            failure = LLMSpellScriptExit(str(code))
-    except BaseException as exc:
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next, file=sys.stderr)
-        failure = LLMSpellScriptFailed(f"{type(exc).__name__}: {exc}")
-    finally:
-        sys.argv = saved_argv
-        if added_path and directory in sys.path:
-            sys.path.remove(directory)
-        if llm is not None and model is not None:
-            llm.set_default_model(previous_model)
-        sys.stdout.flush()
-        sys.stderr.flush()
-    if failure is not None:
-        raise failure from None
-"""
+# Names of the exceptions by which the script runner reports how a script ended (they become
+# the reply's ename).
+SCRIPT_FAILED = LLMSpellScriptFailed.__name__
+SCRIPT_EXIT = LLMSpellScriptExit.__name__
 
 
 def script_code(path: str, source: str, argv: list[str], model: str | None, directory: str) -> str:
     """The cell that runs ``source`` as ``__main__`` with ``sys.argv = argv`` and
-    ``directory`` (the script's, absolute) first on ``sys.path``."""
-    call = f"__llmspell_run({path!r}, {source!r}, {argv!r}, {model!r}, {directory!r})"
-    return f"{_RUN_SCRIPT}\ntry:\n    {call}\nfinally:\n    del __llmspell_run\n"
+    ``directory`` (the script's, absolute) first on ``sys.path``
+    (:func:`llmspell_kernel.script_runner.run_script`); it leaves no name behind."""
+    call = (
+        f"__llmspell_run_script(path={path!r}, source={source!r}, argv={argv!r}, "
+        f"model={model!r}, directory={directory!r}, user_ns=globals())"
+    )
+    return (
+        "from llmspell_kernel.script_runner import run_script as __llmspell_run_script\n"
+        f"try:\n    {call}\nfinally:\n    del __llmspell_run_script\n"
+    )
 
 
 @dataclass
