@@ -30,19 +30,20 @@ if _typing.TYPE_CHECKING:
         error_class,
     )
     from .manager import ModelListing, ProviderManager
+    from .options import GenerationOptions, Message, generation_options
     from .spec import BACKENDS, ModelSpec, normalize_backend, parse_spec
     from .types import (
         AvailableModel,
         BackendHealth,
         Chunk,
-        GenerationOptions,
+        ChunkStream,
         LoadedModel,
-        Message,
         Metrics,
         ModelInfo,
         Progress,
         ProgressCallback,
         PullResult,
+        Removed,
     )
 
 _EXPORTS: dict[str, str] = {
@@ -55,17 +56,18 @@ _EXPORTS: dict[str, str] = {
     "ChatTemplateError": "errors",
     "ChecksumMismatch": "errors",
     "Chunk": "types",
+    "ChunkStream": "types",
     "Config": "config",
     "ConfigError": "errors",
     "DownloadError": "errors",
     "GenerationError": "errors",
-    "GenerationOptions": "types",
+    "GenerationOptions": "options",
     "InvalidModelSpec": "errors",
     "InvalidRequest": "errors",
     "KernelConnectionError": "errors",
     "LLMSpellError": "errors",
     "LoadedModel": "types",
-    "Message": "types",
+    "Message": "options",
     "Metrics": "types",
     "ModelInfo": "types",
     "ModelListing": "manager",
@@ -76,8 +78,10 @@ _EXPORTS: dict[str, str] = {
     "ProgressCallback": "types",
     "ProviderManager": "manager",
     "PullResult": "types",
+    "Removed": "types",
     "UnsupportedOperation": "errors",
     "error_class": "errors",
+    "generation_options": "options",
     "normalize_backend": "spec",
     "parse_spec": "spec",
 }
@@ -92,6 +96,7 @@ __all__ = [
     "ChatTemplateError",
     "ChecksumMismatch",
     "Chunk",
+    "ChunkStream",
     "Config",
     "ConfigError",
     "DownloadError",
@@ -113,8 +118,10 @@ __all__ = [
     "ProgressCallback",
     "ProviderManager",
     "PullResult",
+    "Removed",
     "UnsupportedOperation",
     "error_class",
+    "generation_options",
     "normalize_backend",
     "parse_spec",
 ]

@@ -97,10 +97,16 @@ class ProviderManager:
         return [key]
 
     def resolve(self, spec: str | ModelSpec) -> tuple[Backend, ModelSpec]:
-        """The backend for ``spec`` and the spec with its backend filled in.
+        """The backend for ``spec`` (a model that should be installed) and the spec with its
+        backend filled in: see :meth:`route`."""
+        return self.route(spec, installed=True)
 
-        An explicit ``@backend`` wins; ``hf:`` specs go to llamacpp; else the first backend that
-        has the model installed; else ``default_backend``; else ollama.
+    def route(self, spec: str | ModelSpec, *, installed: bool) -> tuple[Backend, ModelSpec]:
+        """The one routing rule: an explicit ``@backend`` wins; ``hf:`` specs go to llamacpp;
+        then (with ``installed``) the first enabled backend that has the model; else
+        ``default_backend`` if enabled; else ollama if enabled; else the first enabled one.
+
+        A pull routes with ``installed=False``: the model is not here yet.
         """
         parsed = parse_spec(spec)
         if parsed.backend:
@@ -110,13 +116,14 @@ class ProviderManager:
             raise BackendUnavailable("every backend is disabled in the configuration")
         if parsed.is_hf and "llamacpp" in enabled:
             return self.backend("llamacpp"), parsed.with_backend("llamacpp")
-        for name in enabled:
-            try:
-                backend = self.backend(name)
-                if backend.has_model(parsed):
-                    return backend, parsed.with_backend(name)
-            except LLMSpellError as exc:
-                log.debug("backend %s could not be asked for %s: %s", name, parsed, exc)
+        if installed:
+            for name in enabled:
+                try:
+                    backend = self.backend(name)
+                    if backend.has_model(parsed):
+                        return backend, parsed.with_backend(name)
+                except LLMSpellError as exc:
+                    log.debug("backend %s could not be asked for %s: %s", name, parsed, exc)
         default = self.config.default_backend
         name = (
             default
@@ -185,15 +192,7 @@ class ProviderManager:
         quantization: str | None = None,
         cancel: threading.Event | None = None,
     ) -> PullResult:
-        parsed = parse_spec(spec)
-        if parsed.backend:
-            backend = self.backend(parsed.backend)
-        elif parsed.is_hf and "llamacpp" in self.enabled():
-            backend, parsed = self.backend("llamacpp"), parsed.with_backend("llamacpp")
-        else:
-            # A pull is for a model that is not here yet: no "installed" lookup.
-            name = self.config.default_backend or FALLBACK_BACKEND
-            backend, parsed = self.backend(name), parsed.with_backend(name)
+        backend, parsed = self.route(spec, installed=False)
         return backend.pull(parsed, progress, force=force, quantization=quantization, cancel=cancel)
 
     def import_model(self, path: str | Path, name: str | None = None) -> ModelInfo:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-Role = Literal["system", "user", "assistant"]
+from .options import GenerationOptions, Message, Role
+
+__all__ = ["GenerationOptions", "Message", "Role"]  # defined in .options, used with these types
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -29,35 +31,6 @@ def _copied(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_copied(item) for item in value)
     return value
-
-
-@dataclass(frozen=True)
-class Message:
-    role: Role
-    content: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Sampling and length options. ``None`` means "the backend's default"."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
-    seed: int | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
-    num_ctx: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = _as_dict(self)
-        data["stop"] = list(self.stop)
-        return data
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import ValidationError
 
 from providers import (
     Cancelled,
@@ -250,8 +251,8 @@ def test_concurrent_generations_on_one_model_are_serialized(backend: LlamaCppBac
 def test_bad_requests(backend: LlamaCppBackend) -> None:
     with pytest.raises(InvalidRequest, match="at least one message"):
         backend.chat(GEMMA, [], SHORT)
-    with pytest.raises(InvalidRequest, match="max_tokens"):
-        backend.complete(GEMMA, "x", GenerationOptions(max_tokens=0))
+    with pytest.raises(ValidationError, match="max_tokens"):  # options check themselves
+        GenerationOptions(max_tokens=0)
     with pytest.raises(ModelNotFound, match="not installed"):
         backend.complete(ModelSpec.parse("absent"), "x", SHORT)
 

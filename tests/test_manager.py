@@ -247,5 +247,7 @@ def test_public_api_is_exactly_all() -> None:
         "llamacpp",
         "ollama",
         "hangup",
+        "options",
+        "validation",
     }
     assert exported - modules == set(providers.__all__)

@@ -41,7 +41,6 @@ from .generation import (
     PromptBuilder,
     chat_prompt,
     check_messages,
-    check_options,
     check_prompt,
     completion_prompt,
     context_size,
@@ -281,7 +280,6 @@ class LlamaCppBackend:
         check_messages(messages)
         model = self._find(spec)
         template = choose_template(model.id, read_metadata(model.path).values)
-        check_options(options)
         return self._generate(model, chat_prompt(template, messages), options, cancel)
 
     def complete(
@@ -294,7 +292,6 @@ class LlamaCppBackend:
     ) -> ChunkStream:
         check_prompt(prompt)
         model = self._find(spec)
-        check_options(options)
         return self._generate(model, completion_prompt(prompt), options, cancel)
 
     def _generate(

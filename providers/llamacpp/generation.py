@@ -48,13 +48,6 @@ def check_prompt(prompt: str) -> None:
         raise InvalidRequest(f"prompt must be a string, not {type(prompt).__name__}")
 
 
-def check_options(options: GenerationOptions) -> None:
-    if options.max_tokens is not None and options.max_tokens < 1:
-        raise InvalidRequest(f"max_tokens must be at least 1, not {options.max_tokens}")
-    if options.num_ctx is not None and options.num_ctx < 1:
-        raise InvalidRequest(f"num_ctx must be at least 1, not {options.num_ctx}")
-
-
 def context_size(requested: int | None) -> int | None:
     """llama.cpp rounds context sizes below 256 up to 256, and llama-cpp-python then sizes
     its token buffer from the number asked for and fails; so ask for what will be used."""
