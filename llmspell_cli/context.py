@@ -9,10 +9,9 @@ embedded in this process; with it, the CLI talks to a running kernel. Both go th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -24,9 +23,6 @@ if TYPE_CHECKING:
     from llmspell_kernel.client import LLMSpellClient
 
 log = logging.getLogger(__name__)
-
-# Keys of a model_reply that describe the reply rather than the result.
-_REPLY_KEYS = ("status", "command")
 
 
 @dataclass
@@ -58,29 +54,18 @@ class CliState:
                 self._client = LLMSpellClient.embedded(self.config)
         return self._client
 
-    def request(
-        self,
-        command: str,
-        *,
-        on_progress: Callable[[dict[str, Any]], None] | None = None,
-        on_stream: Callable[[str], None] | None = None,
-        **fields: Any,
-    ) -> dict[str, Any]:
-        """One ``model_request``; returns the result part of the ok reply.
-
-        Fields given as None are left out, so the kernel applies its defaults.
-        """
-        sent = {key: value for key, value in fields.items() if value is not None}
+    def kernel(self) -> LLMSpellClient:
+        """The client of an llmspell kernel, for its typed model commands (``list()``,
+        ``pull()``, ``generate()``...); another kind of kernel is refused here, since it would
+        never answer a ``model_request``."""
         client = self.client()
         if "llmspell" not in client.kernel_info:
-            # Another kind of kernel would never answer a model_request.
             raise KernelConnectionError(
                 f"the kernel of {client.connection_file} is not an llmspell kernel"
                 f" ({client.kernel_info.get('implementation', 'unknown')}): model commands"
                 " need one (start it with 'llmspell kernel start')"
             )
-        reply = client.model_request(command, on_progress=on_progress, on_stream=on_stream, **sent)
-        return {key: value for key, value in reply.items() if key not in _REPLY_KEYS}
+        return client
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -9,7 +9,7 @@ and a download prints a line at each quarter of its bytes.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.filesize import decimal
@@ -26,6 +26,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from providers import types
 
 _LOG_STEPS = 4  # lines per download when not on a terminal
 
@@ -81,10 +84,10 @@ class ModelProgress:
                 self._progress.live.transient = True
             self._progress.stop()
 
-    def __call__(self, message: dict[str, Any]) -> None:
-        phase = str(message.get("phase") or "working")
-        completed = message.get("completed")
-        total = message.get("total")
+    def __call__(self, progress: types.Progress) -> None:
+        phase = progress.phase or "working"
+        completed = progress.completed
+        total = progress.total
         new_phase = not self.phases or self.phases[-1] != phase
         if new_phase:
             self.phases.append(phase)

@@ -7,40 +7,17 @@ being told.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
-from providers import GenerationOptions, InvalidRequest, Message, Metrics, ProviderManager
+from providers import GenerationOptions, InvalidRequest, Message, Metrics
+from providers.options import generation_options
 
+from .commands import generation
 from .local_llm import LocalLLM
-from .options import generation_options
+from .protocol.requests import GenerateRequest, validate
 
 NO_MODEL_HINT = "pass Agent(model=...) or LocalLLM.set_default_model(...)"
-
-
-def stream_chat(
-    manager: ProviderManager,
-    model: str,
-    messages: Sequence[Message],
-    options: GenerationOptions,
-    on_metrics: Callable[[Metrics], None] | None = None,
-) -> Generator[str, None, None]:
-    """The text pieces of one chat generation, as the model produces them.
-
-    The backend's chunk iterator is closed however this generator ends (finished, closed early
-    by its reader, or interrupted), which stops the generation and frees the model for the next.
-    """
-    chunks = manager.chat(model, messages, options)
-    try:
-        for chunk in chunks:
-            if chunk.text:
-                yield chunk.text
-            if chunk.metrics is not None and on_metrics is not None:
-                on_metrics(chunk.metrics)
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
 
 
 class Agent:
@@ -131,13 +108,17 @@ class Agent:
         return [Message("system", self.system_prompt)] if self.system_prompt else []
 
     def _generate(self, messages: Sequence[Message]) -> Generator[str, None, None]:
+        """The kernel's own ``generate`` handler, run here: yields the pieces, keeps the
+        metrics when the generation ends."""
         self._last_metrics = None
-
-        def keep(metrics: Metrics) -> None:
-            self._last_metrics = metrics
-
-        manager = self._llm_bound.manager
-        return stream_chat(manager, self.model, messages, self.options, keep)
+        fields = {"model": self.model, "messages": list(messages), "options": self.options}
+        request = validate(GenerateRequest, fields)
+        _, pieces = generation(self._llm_bound.manager, request)
+        try:
+            result = yield from pieces
+        finally:
+            pieces.close()
+        self._last_metrics = result.metrics
 
     def _turn(self, user: Message) -> Generator[str, None, None]:
         pieces: list[str] = []

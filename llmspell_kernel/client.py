@@ -16,6 +16,7 @@ answered while a cell runs, and a long pull does not block cells.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import queue
@@ -26,14 +27,46 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import zmq
 from jupyter_client.blocking.client import BlockingKernelClient
+from pydantic import TypeAdapter
 
 from providers.errors import KernelConnectionError, LLMSpellError, error_class
+from providers.options import GenerationOptions, Message
+from providers.types import Progress
 
 from .protocol import PROGRESS_TYPE, REQUEST_TYPE, STREAM_TYPE
+from .protocol.requests import (
+    AvailableRequest,
+    GenerateRequest,
+    ImportRequest,
+    InfoRequest,
+    ListRequest,
+    LoadRequest,
+    PsRequest,
+    PullRequest,
+    RemoveRequest,
+    Request,
+    StatusRequest,
+    UnloadRequest,
+    validate,
+)
+from .protocol.results import (
+    AvailableResult,
+    GenerateResult,
+    ImportResult,
+    InfoResult,
+    ListResult,
+    LoadResult,
+    PsResult,
+    PullResult,
+    RemoveResult,
+    Result,
+    StatusResult,
+    UnloadResult,
+)
 from .records import find_kernel as find_kernel  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
@@ -52,6 +85,11 @@ _POLL = 0.25
 HEARTBEAT_GRACE = 5.0
 
 OutputCallback = Callable[[str, str], None]
+ProgressHandler = Callable[[Progress], None]
+TextHandler = Callable[[str], None]
+R = TypeVar("R", bound=Result)
+
+_PROGRESS = TypeAdapter(Progress)
 
 
 @dataclass
@@ -280,6 +318,119 @@ class LLMSpellClient:
         if result.get("status") != "ok":
             raise error_from_reply(result)
         return result
+
+    # Typed requests: one method per command, taking and returning the protocol's models ----
+
+    def send(
+        self,
+        request: Request,
+        result: type[R],
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressHandler | None = None,
+        on_text: TextHandler | None = None,
+    ) -> R:
+        """Send a validated ``request``; returns its ok result parsed as ``result``."""
+        progress = None
+        if on_progress is not None:
+            handler = on_progress
+
+            def progress(content: dict[str, Any]) -> None:
+                handler(_PROGRESS.validate_python(content))
+
+        reply = self.model_request(
+            request.command,
+            timeout=timeout,
+            on_progress=progress,
+            on_stream=on_text,
+            **request.fields(),
+        )
+        return result.model_validate(reply)
+
+    def list(self, backend: str | None = None, *, timeout: float | None = None) -> ListResult:
+        """Installed models of every backend, or of ``backend``."""
+        request = validate(ListRequest, {"backend": backend})
+        return self.send(request, ListResult, timeout=timeout)
+
+    def status(self, backend: str | None = None, *, timeout: float | None = None) -> StatusResult:
+        """Each backend's health."""
+        request = validate(StatusRequest, {"backend": backend})
+        return self.send(request, StatusResult, timeout=timeout)
+
+    def info(self, model: str, *, timeout: float | None = None) -> InfoResult:
+        return self.send(validate(InfoRequest, {"model": model}), InfoResult, timeout=timeout)
+
+    def pull(
+        self,
+        model: str,
+        *,
+        force: bool = False,
+        quantization: str | None = None,
+        on_progress: ProgressHandler | None = None,
+        timeout: float | None = None,
+    ) -> PullResult:
+        """Download ``model``; ``on_progress`` is called with each :class:`Progress`."""
+        fields = {"model": model, "force": force, "quantization": quantization}
+        request = validate(PullRequest, fields)
+        return self.send(request, PullResult, timeout=timeout, on_progress=on_progress)
+
+    def remove(self, model: str, *, timeout: float | None = None) -> RemoveResult:
+        return self.send(validate(RemoveRequest, {"model": model}), RemoveResult, timeout=timeout)
+
+    def available(
+        self,
+        backend: str | None = None,
+        *,
+        recommended: bool = False,
+        timeout: float | None = None,
+    ) -> AvailableResult:
+        request = validate(AvailableRequest, {"backend": backend, "recommended": recommended})
+        return self.send(request, AvailableResult, timeout=timeout)
+
+    def import_model(
+        self, path: str | Path, name: str | None = None, *, timeout: float | None = None
+    ) -> ImportResult:
+        """Register a GGUF file (a path the kernel can read)."""
+        request = validate(ImportRequest, {"path": str(path), "name": name})
+        return self.send(request, ImportResult, timeout=timeout)
+
+    def load(
+        self,
+        model: str,
+        *,
+        on_progress: ProgressHandler | None = None,
+        timeout: float | None = None,
+    ) -> LoadResult:
+        request = validate(LoadRequest, {"model": model})
+        return self.send(request, LoadResult, timeout=timeout, on_progress=on_progress)
+
+    def unload(self, model: str, *, timeout: float | None = None) -> UnloadResult:
+        return self.send(validate(UnloadRequest, {"model": model}), UnloadResult, timeout=timeout)
+
+    def ps(self, *, timeout: float | None = None) -> PsResult:
+        return self.send(validate(PsRequest, {}), PsResult, timeout=timeout)
+
+    def generate(
+        self,
+        model: str,
+        *,
+        prompt: str | None = None,
+        messages: builtins.list[Message] | None = None,
+        options: GenerationOptions | None = None,
+        on_text: TextHandler | None = None,
+        timeout: float | None = None,
+    ) -> GenerateResult:
+        """Generate from ``prompt`` (plain continuation) or ``messages`` (chat); with
+        ``on_text`` the text is streamed to it as it comes."""
+        fields = {
+            "model": model,
+            "prompt": prompt,
+            "messages": messages,
+            "options": options,
+            "stream": on_text is not None,
+        }
+        request = validate(GenerateRequest, fields)
+        return self.send(request, GenerateResult, timeout=timeout, on_text=on_text)
 
     def execute(
         self,

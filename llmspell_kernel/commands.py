@@ -13,20 +13,48 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from providers.errors import Cancelled
 from providers.manager import ProviderManager
-from providers.types import Metrics, Progress
+from providers.types import Metrics, Progress, ProgressCallback
 
-from .protocol import Request
+from .protocol.requests import (
+    AvailableRequest,
+    GenerateRequest,
+    ImportRequest,
+    InfoRequest,
+    ListRequest,
+    LoadRequest,
+    PsRequest,
+    PullRequest,
+    RemoveRequest,
+    Request,
+    StatusRequest,
+    UnloadRequest,
+)
+from .protocol.results import (
+    AvailableResult,
+    GenerateResult,
+    ImportResult,
+    InfoResult,
+    ListResult,
+    LoadResult,
+    ModelRow,
+    PsResult,
+    PullResult,
+    RemoveResult,
+    Result,
+    StatusResult,
+    UnloadResult,
+)
 
 # Read-only queries the kernel answers on the shell's thread instead of a worker thread: they
 # never load, pull or generate, and publish nothing (see LLMSpellKernel.model_request).
-INLINE_COMMANDS = frozenset({"list", "status", "ps"})
+INLINE_COMMANDS: frozenset[type[Request]] = frozenset({ListRequest, StatusRequest, PsRequest})
 
 # Progress callbacks can fire for every few kilobytes; one IOPub message per tenth of a second
 # is plenty for a progress bar.
@@ -37,7 +65,7 @@ PROGRESS_INTERVAL = 0.1
 class Operation:
     """One running request: its cancel flag and its publishers."""
 
-    publish_progress: Callable[[dict[str, Any]], None] = lambda _: None
+    publish_progress: Callable[[Progress], None] = lambda _: None
     publish_stream: Callable[[dict[str, Any]], None] = lambda _: None
     cancel: threading.Event = field(default_factory=threading.Event)
     _last_progress: float = 0.0
@@ -59,121 +87,145 @@ class Operation:
         ):
             self._last_phase = event.phase
             self._last_progress = now
-            self.publish_progress(event.to_dict())
+            self.publish_progress(event)
 
 
-def run(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    """Execute ``request``; returns the reply's result fields. Raises LLMSpellError on failure."""
-    handler = _HANDLERS[request.command]
+def run(manager: ProviderManager, request: Request, op: Operation) -> Result:
+    """Execute ``request``; returns its result. Raises LLMSpellError on failure."""
+    handler: Callable[[ProviderManager, Any, Operation], Result] = _HANDLERS[type(request)]
     return handler(manager, request, op)
 
 
-def _list(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    listing = manager.list_models(request.get("backend"))
-    return {"models": [m.list_row() for m in listing.models], "errors": listing.errors}
+def _list(manager: ProviderManager, request: ListRequest, op: Operation) -> ListResult:
+    listing = manager.list_models(request.backend)
+    return ListResult(models=[ModelRow.of(m) for m in listing.models], errors=listing.errors)
 
 
-def _status(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    health = manager.status(request.get("backend"))
-    return {"backends": {name: h.to_dict() for name, h in health.items()}}
+def _status(manager: ProviderManager, request: StatusRequest, op: Operation) -> StatusResult:
+    return StatusResult(backends=manager.status(request.backend))
 
 
-def _info(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    return {"model": manager.info(request.fields["model"]).to_dict()}
+def _info(manager: ProviderManager, request: InfoRequest, op: Operation) -> InfoResult:
+    return InfoResult(model=manager.info(request.model))
 
 
-def _pull(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    result = manager.pull(
-        request.fields["model"],
+def _pull(manager: ProviderManager, request: PullRequest, op: Operation) -> PullResult:
+    pulled = manager.pull(
+        request.model,
         op.progress,
-        force=request.get("force", False),
-        quantization=request.get("quantization"),
+        force=request.force,
+        quantization=request.quantization,
         cancel=op.cancel,
     )
-    return result.to_dict()
+    return PullResult(model=pulled.model, bytes=pulled.bytes, seconds=pulled.seconds)
 
 
-def _remove(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    removed = manager.remove(request.fields["model"])
-    result: dict[str, Any] = {"removed": str(removed)}
-    # A backend that deleted only what an unfinished pull left says so (llamacpp's RemovedId).
-    unfinished = getattr(removed, "unfinished_bytes", None)
-    if isinstance(unfinished, int):
-        result["unfinished_download_bytes"] = unfinished
-    return result
+def _remove(manager: ProviderManager, request: RemoveRequest, op: Operation) -> RemoveResult:
+    removed = manager.remove(request.model)
+    return RemoveResult(removed=removed.id, unfinished_download_bytes=removed.unfinished_bytes)
 
 
-def _available(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    models = manager.available(
-        request.get("backend"), recommended_only=request.get("recommended", False)
-    )
-    return {"models": [m.to_dict() for m in models]}
+def _available(
+    manager: ProviderManager, request: AvailableRequest, op: Operation
+) -> AvailableResult:
+    models = manager.available(request.backend, recommended_only=request.recommended)
+    return AvailableResult(models=models)
 
 
-def _import(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    path = Path(request.fields["path"]).expanduser().absolute()
-    return {"model": manager.import_model(path, request.get("name")).to_dict()}
+def _import(manager: ProviderManager, request: ImportRequest, op: Operation) -> ImportResult:
+    path = Path(request.path).expanduser().absolute()
+    return ImportResult(model=manager.import_model(path, request.name))
 
 
-def _load(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    return {"model": manager.load(request.fields["model"], op.progress).to_dict()}
+def _load(manager: ProviderManager, request: LoadRequest, op: Operation) -> LoadResult:
+    return LoadResult(model=manager.load(request.model, op.progress))
 
 
-def _unload(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    return {"unloaded": manager.unload(request.fields["model"])}
+def _unload(manager: ProviderManager, request: UnloadRequest, op: Operation) -> UnloadResult:
+    return UnloadResult(unloaded=manager.unload(request.model))
 
 
-def _ps(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    return {"models": [m.to_dict() for m in manager.ps()]}
+def _ps(manager: ProviderManager, request: PsRequest, op: Operation) -> PsResult:
+    return PsResult(models=manager.ps())
 
 
-def _generate(manager: ProviderManager, request: Request, op: Operation) -> dict[str, Any]:
-    backend, spec = manager.resolve(request.fields["model"])
+def generation(
+    manager: ProviderManager, request: GenerateRequest, cancel: threading.Event | None = None
+) -> tuple[str, Generator[str, None, GenerateResult]]:
+    """The resolved model spec, and the text pieces of the generation as the model produces
+    them (the generator returns the result).
+
+    The kernel's ``generate`` publishes each piece; ``Agent`` yields them to its reader. The
+    backend's stream is closed however the generator ends (finished, closed early by its
+    reader, interrupted, cancelled), which stops the generation and frees the model.
+    """
+    backend, spec = manager.resolve(request.model)
     model = str(spec)
-    options = request.fields["options"]
-    stream = request.get("stream", False)
-    op.check_cancelled(f"generation with {model}")
-    if "messages" in request.fields:
-        chunks = backend.chat(spec, request.fields["messages"], options, cancel=op.cancel)
-    else:
-        chunks = backend.complete(spec, request.fields["prompt"], options, cancel=op.cancel)
-    parts: list[str] = []
-    metrics: Metrics | None = None
-    try:
-        for chunk in chunks:
-            if op.cancel.is_set():
-                raise Cancelled(
-                    f"generation with {model} interrupted after {len(parts)} chunks",
-                    model=model,
-                    backend=spec.backend,
-                )
-            if chunk.text:
-                parts.append(chunk.text)
-                if stream:
-                    op.publish_stream({"model": model, "text": chunk.text})
-            if chunk.done:
-                metrics = chunk.metrics
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-    return {
-        "model": model,
-        "text": "".join(parts),
-        "metrics": (metrics or Metrics()).to_dict(),
-    }
+    flag = cancel or threading.Event()
+
+    def pieces() -> Generator[str, None, GenerateResult]:
+        if flag.is_set():
+            raise Cancelled(
+                f"generation with {model} interrupted", model=model, backend=spec.backend
+            )
+        if request.messages is not None:
+            chunks = backend.chat(spec, request.messages, request.options, cancel=flag)
+        else:
+            assert request.prompt is not None  # the request's validator saw to it
+            chunks = backend.complete(spec, request.prompt, request.options, cancel=flag)
+        parts: list[str] = []
+        metrics: Metrics | None = None
+        try:
+            for chunk in chunks:
+                if flag.is_set():
+                    raise Cancelled(
+                        f"generation with {model} interrupted after {len(parts)} chunks",
+                        model=model,
+                        backend=spec.backend,
+                    )
+                if chunk.text:
+                    parts.append(chunk.text)
+                    yield chunk.text
+                if chunk.done:
+                    metrics = chunk.metrics
+        finally:
+            chunks.close()
+        return GenerateResult(model=model, text="".join(parts), metrics=metrics or Metrics())
+
+    return model, pieces()
 
 
-_HANDLERS: dict[str, Callable[[ProviderManager, Request, Operation], dict[str, Any]]] = {
-    "list": _list,
-    "status": _status,
-    "info": _info,
-    "pull": _pull,
-    "remove": _remove,
-    "available": _available,
-    "import": _import,
-    "load": _load,
-    "unload": _unload,
-    "ps": _ps,
-    "generate": _generate,
+def _generate(manager: ProviderManager, request: GenerateRequest, op: Operation) -> GenerateResult:
+    model, pieces = generation(manager, request, op.cancel)
+    while True:
+        try:
+            text = next(pieces)
+        except StopIteration as finished:
+            result: GenerateResult = finished.value
+            return result
+        if request.stream:
+            op.publish_stream({"model": model, "text": text})
+
+
+def run_local(
+    manager: ProviderManager, request: Request, progress: ProgressCallback | None = None
+) -> Result:
+    """Run ``request`` in this process, as the kernel would (for ``LocalLLM`` in the kernel's
+    own namespace): the same handler, with ``progress`` called for each progress event."""
+    op = Operation() if progress is None else Operation(publish_progress=progress)
+    return run(manager, request, op)
+
+
+_HANDLERS: dict[type[Request], Callable[[ProviderManager, Any, Operation], Result]] = {
+    ListRequest: _list,
+    StatusRequest: _status,
+    InfoRequest: _info,
+    PullRequest: _pull,
+    RemoveRequest: _remove,
+    AvailableRequest: _available,
+    ImportRequest: _import,
+    LoadRequest: _load,
+    UnloadRequest: _unload,
+    PsRequest: _ps,
+    GenerateRequest: _generate,
 }

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import inspect
-import json
 import signal
 import sys
 import threading
@@ -48,6 +47,7 @@ from .protocol import (
     REQUEST_TYPE,
     STREAM_TYPE,
     Request,
+    Result,
     command_of,
     error_reply,
     ok_reply,
@@ -118,7 +118,7 @@ class LLMSpellKernel(IPythonKernel):
             request = parse_request(content)
             if self.config_error is not None:
                 raise self.config_error
-            if request.command in commands.INLINE_COMMANDS:
+            if type(request) in commands.INLINE_COMMANDS:
                 result = commands.run(self.manager, request, commands.Operation())
             else:
                 result = await self._run_on_worker(request, msg_id, parent)
@@ -129,15 +129,14 @@ class LLMSpellKernel(IPythonKernel):
             reply = error_reply(command, exc)
         self._send_reply(stream, ident, parent, reply)
 
-    async def _run_on_worker(
-        self, request: Request, msg_id: str, parent: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def _run_on_worker(self, request: Request, msg_id: str, parent: dict[str, Any]) -> Result:
         loop = asyncio.get_running_loop()
         stream = StreamPublisher(
             self.iopub_thread, partial(self._publish, STREAM_TYPE, parent), self.stream_interval
         )
+        progress = self._publisher(PROGRESS_TYPE, parent)
         op = commands.Operation(
-            publish_progress=self._publisher(PROGRESS_TYPE, parent),
+            publish_progress=lambda event: progress(event.to_dict()),
             publish_stream=stream.publish,
         )
         with self._operations_lock:
@@ -152,13 +151,9 @@ class LLMSpellKernel(IPythonKernel):
     def _send_reply(
         self, stream: Any, ident: Any, parent: dict[str, Any], reply: dict[str, Any]
     ) -> None:
-        try:
-            # Values a backend put in a result that JSON cannot carry (a Path...) become text.
-            content = json.loads(json.dumps(reply, default=str))
-        except (TypeError, ValueError) as exc:
-            content = error_reply(reply.get("command"), exc)
+        # ok_reply and error_reply made the content JSON-safe already.
         assert self.session is not None
-        self.session.send(stream, REPLY_TYPE, content, parent, ident)
+        self.session.send(stream, REPLY_TYPE, reply, parent, ident)
 
     def _publisher(self, msg_type: str, parent: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
         # A worker thread hands each message straight to the IOPub thread, whose queue keeps

@@ -1,8 +1,9 @@
 """``LocalLLM``: model management from notebook cells and scripts run in the llmspell kernel.
 
-It calls the kernel's :class:`~providers.ProviderManager` directly (the code runs inside the
-kernel process) and returns plain dicts and lists, the same JSON-like shapes as the protocol
-replies, so results display well and can be indexed without importing anything.
+It runs the kernel's own command handlers in-process (the code runs inside the kernel, with its
+:class:`~providers.ProviderManager`), validating its arguments with the protocol's request
+models, and returns plain dicts and lists, the JSON shapes of the protocol replies, so results
+display well and can be indexed without importing anything.
 """
 
 from __future__ import annotations
@@ -13,9 +14,29 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from providers import InvalidRequest, Progress, ProviderManager, parse_spec
+from providers.types import ProgressCallback
+
+from .commands import run_local
+from .protocol.requests import (
+    AvailableRequest,
+    ImportRequest,
+    InfoRequest,
+    ListRequest,
+    LoadRequest,
+    PsRequest,
+    PullRequest,
+    RemoveRequest,
+    Request,
+    StatusRequest,
+    UnloadRequest,
+    validate,
+)
+from .protocol.results import Result
+
+R = TypeVar("R", bound=Request)
 
 MODEL_ENV = "LLMSPELL_MODEL"
 PROGRESS_INTERVAL = 0.25
@@ -74,54 +95,71 @@ class LocalLLM:
             raise InvalidRequest(f"no model: {hint}")
         return str(parse_spec(chosen))
 
+    # Commands: the kernel's own handlers, run in this process --------------------------------
+
+    def run(
+        self, model: type[R], fields: dict[str, Any], progress: ProgressCallback | None = None
+    ) -> Result:
+        """Validate ``fields`` as a ``model`` request and run it as the kernel would."""
+        return run_local(self._manager, validate(model, fields), progress)
+
     # Queries ----------------------------------------------------------------------------------
 
     def status(self, backend: str | None = None) -> dict[str, Row]:
         """Each backend's health: ``{name: {available, version, models, loaded, reason}}``."""
-        return {name: h.to_dict() for name, h in self._manager.status(backend).items()}
+        content = self.run(StatusRequest, {"backend": backend}).content()
+        backends: dict[str, Row] = content["backends"]
+        return backends
 
     def list(self, backend: str | None = None) -> Rows:
         """Installed models. A backend that cannot be reached is named on stderr, not hidden."""
-        listing = self._manager.list_models(backend)
-        for name, reason in listing.errors.items():
+        content = self.run(ListRequest, {"backend": backend}).content()
+        for name, reason in content["errors"].items():
             print(f"note: backend {name} is unavailable: {reason}", file=sys.stderr)
-        return [model.list_row() for model in listing.models]
+        models: Rows = content["models"]
+        return models
 
     def available(self, backend: str | None = None, *, recommended: bool = False) -> Rows:
         """Models that can be pulled."""
-        found = self._manager.available(backend, recommended_only=recommended)
-        return [model.to_dict() for model in found]
+        fields = {"backend": backend, "recommended": recommended}
+        models: Rows = self.run(AvailableRequest, fields).content()["models"]
+        return models
 
     def info(self, spec: str) -> Row:
-        return self._manager.info(spec).to_dict()
+        model: Row = self.run(InfoRequest, {"model": spec}).content()["model"]
+        return model
 
     def ps(self) -> Rows:
         """Models held in memory."""
-        return [model.to_dict() for model in self._manager.ps()]
+        models: Rows = self.run(PsRequest, {}).content()["models"]
+        return models
 
     # Changes ----------------------------------------------------------------------------------
 
     def pull(self, spec: str, force: bool = False, *, quantization: str | None = None) -> Row:
         """Download a model, showing its progress on one updating line of the cell output."""
         line = ProgressLine(sys.stdout)
+        fields = {"model": spec, "force": force, "quantization": quantization}
         try:
-            result = self._manager.pull(spec, line, force=force, quantization=quantization)
+            return self.run(PullRequest, fields, line).content()
         finally:
             line.finish()
-        return result.to_dict()
 
     def import_model(self, path: str | Path, name: str | None = None) -> Row:
         """Register a GGUF file that is already on disk (llamacpp)."""
-        return self._manager.import_model(path, name).to_dict()
+        model: Row = self.run(ImportRequest, {"path": str(path), "name": name}).content()["model"]
+        return model
 
     def remove(self, spec: str) -> Row:
-        return {"removed": self._manager.remove(spec)}
+        content = self.run(RemoveRequest, {"model": spec}).content()
+        return {key: value for key, value in content.items() if value is not None}
 
     def load(self, spec: str) -> Row:
-        return self._manager.load(spec).to_dict()
+        model: Row = self.run(LoadRequest, {"model": spec}).content()["model"]
+        return model
 
     def unload(self, spec: str) -> Row:
-        return {"unloaded": self._manager.unload(spec)}
+        return self.run(UnloadRequest, {"model": spec}).content()
 
 
 class ProgressLine:

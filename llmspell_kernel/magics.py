@@ -13,10 +13,11 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from providers import LLMSpellError, Message
+from providers.options import generation_options
 
-from .agent import stream_chat
+from .commands import generation
 from .local_llm import LocalLLM
-from .options import generation_options
+from .protocol.requests import GenerateRequest, validate
 
 USAGE = """\
 %llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] PROMPT
@@ -148,9 +149,12 @@ class LLMMagic:
         messages = [Message("user", args.prompt)]
         if args.system:
             messages.insert(0, Message("system", args.system))
+        request = validate(
+            GenerateRequest, {"model": model, "messages": messages, "options": options}
+        )
         out = sys.stdout
         ends_with_newline = True
-        pieces = stream_chat(self._llm.manager, model, messages, options)
+        _, pieces = generation(self._llm.manager, request)
         try:
             for piece in pieces:
                 out.write(piece)

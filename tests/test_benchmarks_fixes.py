@@ -56,7 +56,7 @@ def test_state_queries_run_on_the_shell_thread_and_the_rest_on_workers(
     threads: dict[str, str] = {}
     real_run = commands.run
 
-    def run(manager: Any, request: Any, op: Any) -> dict[str, Any]:
+    def run(manager: Any, request: Any, op: Any) -> Any:
         threads[request.command] = threading.current_thread().name
         return real_run(manager, request, op)
 
@@ -66,7 +66,7 @@ def test_state_queries_run_on_the_shell_thread_and_the_rest_on_workers(
             client.model_request(command, backend="llamacpp" if command != "ps" else None)
         with pytest.raises(ModelNotFound):
             client.model_request("info", model="nothing-here@llamacpp")
-    assert commands.INLINE_COMMANDS == {"list", "status", "ps"}
+    assert {inline.command for inline in commands.INLINE_COMMANDS} == {"list", "status", "ps"}
     shell = threads["list"]
     assert threads["status"] == threads["ps"] == shell
     assert threading.current_thread().name != shell

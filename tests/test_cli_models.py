@@ -256,7 +256,7 @@ def test_list_and_pull_with_both_backends(with_ollama: OllamaStandin) -> None:
     assert "smollm2:135m@ollama: downloading" in pulled.stderr
     assert "smollm2:135m@ollama: 270.9 MB of 270.9 MB (100%)" in pulled.stderr
     removed = json_of(invoke(["--output", "json", "model", "remove", "-y", "smollm2:135m"]))
-    assert removed == {"removed": "smollm2:135m"}
+    assert removed == {"removed": "smollm2:135m", "unfinished_download_bytes": None}
 
 
 def test_prompt_through_ollama_streams(with_ollama: OllamaStandin) -> None:

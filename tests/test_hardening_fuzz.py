@@ -224,6 +224,21 @@ def test_content_ipykernel_cannot_decode_is_dropped_and_the_kernel_lives(
     assert after.replies and after.replies[0]["content"]["status"] == "ok"
 
 
+def test_json_that_is_not_utf8_is_answered_with_invalid_request(fuzz_kernel: FuzzKernel) -> None:
+    """Bytes that are not UTF-8 inside valid JSON reach the handler as U+FFFD and get the
+    error reply of any bad request (docs/reliability.md)."""
+    raw = [b'{"command": "caf\xe9"}', b'{"command": "ps", "x\xe9": 1}']
+    shell = RawShell(fuzz_kernel.kernel.connection_file)
+    try:
+        outcomes = shell.pipeline((shell.message("model_request", r) for r in raw), settle=1.0)
+    finally:
+        shell.close()
+    replies = [o.replies[0]["content"] for o in outcomes]
+    assert [r["ename"] for r in replies] == ["InvalidRequest", "InvalidRequest"]
+    assert "unknown command 'caf\ufffd'" in replies[0]["evalue"]
+    assert "unknown field 'x\ufffd'" in replies[1]["evalue"]
+
+
 # The faults the fuzzing found, each pinned by a direct test --------------------------------------
 
 

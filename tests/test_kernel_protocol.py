@@ -330,7 +330,7 @@ CHAT = {"command": "generate", "model": GEMMA_ID}
         ),
         (
             {"command": "generate", "model": GEMMA_ID, "prompt": "x", "options": {"warp": 9}},
-            "unknown option(s) 'warp'",
+            "generate: unknown option 'warp' (accepted: temperature,",
         ),
         ({"command": "generate", "model": GEMMA_ID}, "exactly one of 'prompt' or 'messages'"),
         (
@@ -339,7 +339,7 @@ CHAT = {"command": "generate", "model": GEMMA_ID}
                 "model": GEMMA_ID,
                 "messages": [{"role": "god", "content": ""}],
             },
-            "'role' must be one of",
+            "field 'role' of messages[0] must be one of 'system', 'user' or 'assistant'",
         ),
     ],
 )

@@ -19,6 +19,8 @@ from llmspell_kernel.protocol import (
     ok_reply,
     parse_request,
 )
+from llmspell_kernel.protocol.requests import GenerateRequest, ListRequest, PullRequest
+from llmspell_kernel.protocol.results import GenerateResult, PsResult, PullResult
 from providers import (
     Cancelled,
     ConfigError,
@@ -53,9 +55,9 @@ def test_parse_keeps_given_fields_and_drops_nulls() -> None:
     request = parse_request(
         {"command": "pull", "model": "phi3", "force": True, "quantization": None}
     )
-    assert request.command == "pull"
-    assert request.fields == {"model": "phi3", "force": True}
-    assert parse_request({"command": "list", "backend": None}).fields == {}
+    assert request == PullRequest(model="phi3", force=True)
+    assert request.content() == {"command": "pull", "model": "phi3", "force": True}
+    assert parse_request({"command": "list", "backend": None}) == ListRequest()
 
 
 def test_parse_generate_builds_messages_and_options() -> None:
@@ -71,13 +73,12 @@ def test_parse_generate_builds_messages_and_options() -> None:
             "stream": True,
         }
     )
-    assert request.fields["messages"] == [Message("system", "be brief"), Message("user", "hi")]
-    assert request.fields["options"] == GenerationOptions(
-        max_tokens=8, temperature=0.0, stop=("\n",)
-    )
-    assert request.fields["stream"] is True
+    assert isinstance(request, GenerateRequest)
+    assert request.messages == [Message("system", "be brief"), Message("user", "hi")]
+    assert request.options == GenerationOptions(max_tokens=8, temperature=0.0, stop=("\n",))
+    assert request.stream is True
     prompt = parse_request({"command": "generate", "model": "m", "prompt": "x"})
-    assert prompt.fields["options"] == GenerationOptions()
+    assert isinstance(prompt, GenerateRequest) and prompt.options == GenerationOptions()
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,7 @@ def test_parse_generate_builds_messages_and_options() -> None:
                 "model": "m",
                 "messages": [{"role": "user", "content": "", "x": 1}],
             },
-            "unknown field(s) 'x'",
+            "unknown field 'x' of messages[0] (accepted: role, content)",
         ),
     ],
 )
@@ -112,7 +113,7 @@ def test_parse_rejects(content: Any, message: str) -> None:
 
 
 def test_replies() -> None:
-    assert ok_reply("ps", {"models": []}) == {"status": "ok", "command": "ps", "models": []}
+    assert ok_reply("ps", PsResult(models=[])) == {"status": "ok", "command": "ps", "models": []}
     try:
         raise ModelNotFound("model 'x' is not installed", model="x", backend="llamacpp")
     except ModelNotFound as exc:
@@ -154,10 +155,11 @@ def test_generate_streams_every_piece_and_returns_the_text() -> None:
         {"command": "generate", "model": GEMMA_ID, "prompt": "x", "stream": True}
     )
     result = commands.run(manager_with(backend), request, op)
-    assert result["text"] == "Hello, world!"
+    assert isinstance(result, GenerateResult)
+    assert result.text == "Hello, world!"
     assert [s["text"] for s in streamed] == backend.pieces
-    assert result["model"] == f"{GEMMA_ID}@llamacpp"
-    assert result["metrics"]["generated_tokens"] == 4
+    assert result.model == f"{GEMMA_ID}@llamacpp"
+    assert result.metrics.generated_tokens == 4
     assert backend.finished == 1
 
 
@@ -175,13 +177,13 @@ def test_a_cancelled_generation_closes_its_chunks() -> None:
 
 def test_progress_is_throttled_and_cancellable() -> None:
     backend = ScriptedBackend()
-    published: list[dict[str, Any]] = []
+    published: list[Progress] = []
     op = commands.Operation(publish_progress=published.append)
     result = commands.run(
         manager_with(backend), parse_request({"command": "pull", "model": "tiny@llamacpp"}), op
     )
-    assert result["bytes"] == 5_000_000
-    phases = [p["phase"] for p in published]
+    assert isinstance(result, PullResult) and result.bytes == 5_000_000
+    phases = [p.phase for p in published]
     assert phases[0] == "resolving" and phases[-1] == "done"
     assert "downloading" in phases and "verifying" in phases
     assert len(published) < backend.pull_events / 10  # 5000 callbacks, a handful of messages
@@ -201,3 +203,39 @@ def test_package_surface_is_lazy_and_complete() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+BAD_OPTIONS = [
+    {"top_p": 5},
+    {"top_p": -1},
+    {"temperature": -1},
+    {"temperature": float("nan")},
+    {"temperature": float("inf")},
+    {"repeat_penalty": 0},
+    {"min_p": 2},
+    {"stop": [""]},
+    {"stop": [1]},
+    {"num_ctx": 4294967596},
+    {"num_ctx": 0},
+    {"max_tokens": True},
+    {"seed": -5},
+    {"top_k": "40"},
+    {"warp": 9, "temprature": 1},
+]
+
+
+@pytest.mark.parametrize("options", BAD_OPTIONS, ids=str)
+def test_the_wire_and_the_notebook_refuse_the_same_options_with_the_same_words(
+    options: dict[str, Any],
+) -> None:
+    from providers.options import generation_options
+
+    with pytest.raises(InvalidRequest) as wire:
+        parse_request({"command": "generate", "model": "m", "prompt": "x", "options": options})
+    with pytest.raises(InvalidRequest) as notebook:
+        generation_options(options, what="Agent")
+    assert wire.value.message.startswith("generate: ")
+    assert notebook.value.message.startswith("Agent: ")
+    assert wire.value.message.removeprefix("generate: ") == notebook.value.message.removeprefix(
+        "Agent: "
+    )

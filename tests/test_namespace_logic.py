@@ -17,7 +17,6 @@ from llmspell_kernel.agent import Agent
 from llmspell_kernel.local_llm import LocalLLM, ProgressLine, describe_progress, format_bytes
 from llmspell_kernel.magics import parse_magic
 from llmspell_kernel.namespace import install_namespace
-from llmspell_kernel.options import generation_options
 from providers import (
     GenerationError,
     GenerationOptions,
@@ -27,6 +26,7 @@ from providers import (
     Progress,
     ProviderManager,
 )
+from providers.options import generation_options
 from tests.namespace_fixtures import GEMMA_ID, ScriptedBackend, scripted, scripted_manager, shell
 
 __all__ = ["scripted", "scripted_manager", "shell"]  # fixtures used by name
@@ -90,8 +90,8 @@ def test_unknown_options_are_named(ns: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequest) as info:
         ns["Agent"](GEMMA_ID, temprature=0.5, max_token=3)
     message = info.value.message
-    assert "unknown Agent options 'max_token', 'temprature'" in message
-    assert "temperature" in message.split("valid:")[1]
+    assert "Agent: unknown options 'max_token', 'temprature'" in message
+    assert "temperature" in message.split("accepted:")[1]
 
 
 @pytest.mark.parametrize(
@@ -101,8 +101,13 @@ def test_unknown_options_are_named(ns: dict[str, Any]) -> None:
         ({"max_tokens": 2.5}, "'max_tokens' must be an integer"),
         ({"max_tokens": True}, "'max_tokens' must be an integer"),
         ({"max_tokens": 0}, "'max_tokens' must be >= 1"),
-        ({"top_p": 1.5}, "'top_p' must be >= 0.0 and <= 1.0"),
-        ({"repeat_penalty": 0}, "'repeat_penalty' must be > 0.0"),
+        ({"top_p": 1.5}, "'top_p' must be > 0 and <= 1, not 1.5"),
+        ({"top_p": 0}, "'top_p' must be > 0 and <= 1, not 0"),
+        ({"repeat_penalty": 0}, "'repeat_penalty' must be > 0, not 0"),
+        ({"temperature": -1}, "'temperature' must be >= 0, not -1"),
+        ({"temperature": float("nan")}, "'temperature' must be a finite number"),
+        ({"stop": [""]}, "'stop' must not hold an empty string"),
+        ({"num_ctx": 2**32}, "'num_ctx' must be >= 1 and <= 16777216"),
         ({"stop": [1]}, "'stop' must be a string or a list of strings"),
     ],
 )
@@ -364,7 +369,7 @@ def test_bad_magic_options_are_usage_errors(
     result = shell.run_cell("%llm -m gemma3-270m --max-tokens 0 hi")
     assert isinstance(result.error_in_exec, InvalidRequest)
     assert capsys.readouterr().out.strip() == (
-        "InvalidRequest: %llm option 'max_tokens' must be >= 1, not 0"
+        "InvalidRequest: %llm: option 'max_tokens' must be >= 1, not 0"
     )
 
 

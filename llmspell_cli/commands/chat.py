@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..context import CliState, state
+
+if TYPE_CHECKING:
+    from llmspell_kernel.protocol.results import GenerateResult
+    from providers.options import GenerationOptions, Message
+    from providers.types import Metrics
 
 CHAT_HELP = "/exit or Ctrl-D ends the chat, /reset forgets the history, Ctrl-C stops an answer."
 
@@ -32,34 +37,29 @@ TemperatureOption = Annotated[
 SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 
 
-def _options(max_tokens: int | None, temperature: float | None, seed: int | None) -> dict[str, Any]:
+def _options(
+    max_tokens: int | None, temperature: float | None, seed: int | None
+) -> GenerationOptions:
+    from providers.options import generation_options  # pydantic: not on `--help`'s path
+
     given = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-    return {key: value for key, value in given.items() if value is not None}
+    return generation_options(given, what="options")
 
 
 def _generate(
     cli: CliState,
     model: str,
-    messages: list[dict[str, str]] | str,
-    options: dict[str, Any],
+    messages: list[Message] | str,
+    options: GenerationOptions,
     *,
     on_stream: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> GenerateResult:
     """One generation (a chat turn, or a raw completion when given a string); streamed to
     stdout in text mode, whole in JSON mode."""
-    given: dict[str, Any] = (
-        {"prompt": messages} if isinstance(messages, str) else {"messages": messages}
-    )
-    if cli.json_mode:
-        return cli.request("generate", model=model, options=options, **given)
-    return cli.request(
-        "generate",
-        model=model,
-        options=options,
-        stream=True,
-        on_stream=on_stream or cli.output.write,
-        **given,
-    )
+    on_text = None if cli.json_mode else (on_stream or cli.output.write)
+    if isinstance(messages, str):
+        return cli.kernel().generate(model, prompt=messages, options=options, on_text=on_text)
+    return cli.kernel().generate(model, messages=messages, options=options, on_text=on_text)
 
 
 class _StreamedAnswer:
@@ -106,32 +106,34 @@ def prompt(
         raise typer.BadParameter("the prompt is empty", param_hint="TEXT")
     if raw and system:
         raise typer.BadParameter("--system needs the chat template; drop --raw", param_hint="--raw")
-    request: list[dict[str, str]] | str
+    from providers.options import Message
+
+    request: list[Message] | str
     if raw:
         request = text
     else:
-        request = [{"role": "system", "content": system}] if system else []
-        request.append({"role": "user", "content": text})
+        request = [Message("system", system)] if system else []
+        request.append(Message("user", text))
     result = _generate(cli, model, request, _options(max_tokens, temperature, seed))
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
         return
     cli.output.write("\n")
     if stats:
-        cli.output.note(metrics_line(result.get("metrics") or {}))
+        cli.output.note(metrics_line(result.metrics))
 
 
-def metrics_line(metrics: dict[str, Any]) -> str:
+def metrics_line(metrics: Metrics) -> str:
     """``24 tokens in 1.25 s (19.2 tokens/s), first token after 0.31 s, stop: length``."""
-    speed = metrics.get("tokens_per_second")
-    first = metrics.get("time_to_first_token")
+    speed = metrics.tokens_per_second
+    first = metrics.time_to_first_token
     parts = [
-        f"{metrics.get('generated_tokens', 0)} tokens in {metrics.get('total_seconds', 0.0):.2f} s"
+        f"{metrics.generated_tokens} tokens in {metrics.total_seconds:.2f} s"
         + (f" ({speed:.1f} tokens/s)" if speed else ""),
     ]
     if first is not None:
         parts.append(f"first token after {first:.2f} s")
-    parts.append(f"stop: {metrics.get('stop_reason') or '-'}")
+    parts.append(f"stop: {metrics.stop_reason or '-'}")
     return ", ".join(parts)
 
 
@@ -152,17 +154,19 @@ def chat(
     cli = state(ctx)
     out = cli.output
     options = _options(max_tokens, temperature, seed)
-    base = [{"role": "system", "content": system}] if system else []
-    history: list[dict[str, str]] = list(base)
+    from providers.options import Message
+
+    base = [Message("system", system)] if system else []
+    history: list[Message] = list(base)
     turns: list[dict[str, Any]] = []
     if cli.json_mode:
-        cli.request("load", model=model)
+        cli.kernel().load(model)
     else:
         from ..progress import ModelProgress
 
         with ModelProgress(out.err, model, transfer=False) as progress:
-            loaded = cli.request("load", model=model, on_progress=progress)
-        out.note(f"chatting with {loaded.get('model', {}).get('id', model)}. {CHAT_HELP}")
+            loaded = cli.kernel().load(model, on_progress=progress)
+        out.note(f"chatting with {loaded.model.id}. {CHAT_HELP}")
     while True:
         try:
             line = _read_line(cli)
@@ -182,7 +186,7 @@ def chat(
         if text in ("/help", "/?"):
             out.note(CHAT_HELP)
             continue
-        history.append({"role": "user", "content": text})
+        history.append(Message("user", text))
         answer = _StreamedAnswer(cli)
         try:
             result = _generate(cli, model, history, options, on_stream=answer)
@@ -193,17 +197,17 @@ def chat(
             # partial answer, so it stays in the history (an empty one drops the question).
             partial = "".join(answer.pieces)
             if partial:
-                history.append({"role": "assistant", "content": partial})
+                history.append(Message("assistant", partial))
             else:
                 history.pop()
             out.write("\n")
             out.note("[answer interrupted]")
             continue
-        reply = str(result.get("text", ""))
-        history.append({"role": "assistant", "content": reply})
-        turns.append({"user": text, "assistant": reply, "metrics": result.get("metrics")})
+        history.append(Message("assistant", result.text))
+        turns.append({"user": text, "assistant": result.text, "metrics": result.metrics.to_dict()})
     if cli.json_mode:
-        out.document({"model": model, "messages": history, "turns": turns})
+        messages = [message.to_dict() for message in history]
+        out.document({"model": model, "messages": messages, "turns": turns})
 
 
 def _read_line(cli: CliState) -> str:

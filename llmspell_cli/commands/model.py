@@ -51,28 +51,28 @@ def list_models(
 ) -> None:
     """Installed models of every backend (or of one)."""
     cli = state(ctx)
-    result = cli.request("list", backend=backend)
+    result = cli.kernel().list(backend)
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
         return
     columns = ["ID", "BACKEND", "SIZE", "QUANTIZATION", "MODIFIED", "LOADED"]
     if verbose:
         columns += ["FAMILY", "PARAMETERS"]
     rows = []
-    for model in result.get("models", []):
+    for model in result.models:
         row = [
-            str(model.get("id")),
-            str(model.get("backend")),
-            human_size(model.get("size_bytes")),
-            model.get("quantization") or "-",
-            short_time(model.get("modified_at")),
-            _yes_no(model.get("loaded")),
+            model.id,
+            model.backend,
+            human_size(model.size_bytes),
+            model.quantization or "-",
+            short_time(model.modified_at),
+            _yes_no(model.loaded),
         ]
         if verbose:
-            row += [model.get("family") or "-", model.get("parameter_size") or "-"]
+            row += [model.family or "-", model.parameter_size or "-"]
         rows.append(row)
     cli.output.table(columns, rows, empty="no models installed (try 'llmspell model available')")
-    for name, reason in sorted(result.get("errors", {}).items()):
+    for name, reason in sorted(result.errors.items()):
         cli.output.note(f"{name}: unavailable — {reason}", style="yellow")
 
 
@@ -88,19 +88,16 @@ def pull(
 ) -> None:
     """Download a model, with a live progress bar (bytes, speed, ETA)."""
     cli = state(ctx)
+    kernel = cli.kernel()
     if cli.json_mode:
-        result = cli.request("pull", model=spec, force=force, quantization=quantization)
-        cli.output.document(result)
+        result = kernel.pull(spec, force=force, quantization=quantization)
+        cli.output.document(result.content())
         return
     with ModelProgress(cli.output.err, spec) as progress:
-        result = cli.request(
-            "pull", model=spec, force=force, quantization=quantization, on_progress=progress
-        )
-    model = result.get("model", {})
-    seconds = float(result.get("seconds") or 0.0)
+        result = kernel.pull(spec, force=force, quantization=quantization, on_progress=progress)
     cli.output.line(
-        f"pulled {model.get('id')} ({human_size(model.get('size_bytes'))},"
-        f" {human_size(result.get('bytes'))} downloaded in {seconds:.1f} s)"
+        f"pulled {result.model.id} ({human_size(result.model.size_bytes)},"
+        f" {human_size(result.bytes)} downloaded in {result.seconds:.1f} s)"
     )
 
 
@@ -120,46 +117,42 @@ def remove(
         if not confirmed:
             cli.output.error("Cancelled", f"{spec} not removed (confirm, or pass -y)")
             raise typer.Exit(1)
-    result = cli.request("remove", model=spec)
+    result = cli.kernel().remove(spec)
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
+    elif result.unfinished_download_bytes is not None:
+        cli.output.line(
+            f"removed the unfinished download of {result.removed}"
+            f" ({human_size(result.unfinished_download_bytes)}); the model was not installed"
+        )
     else:
-        unfinished = result.get("unfinished_download_bytes")
-        if isinstance(unfinished, int):
-            cli.output.line(
-                f"removed the unfinished download of {result.get('removed')}"
-                f" ({human_size(unfinished)}); the model was not installed"
-            )
-        else:
-            cli.output.line(f"removed {result.get('removed')}")
+        cli.output.line(f"removed {result.removed}")
 
 
 @app.command()
 def info(ctx: typer.Context, spec: SpecArgument) -> None:
     """Details of an installed model (from its GGUF metadata or the Ollama server)."""
     cli = state(ctx)
-    result = cli.request("info", model=spec)
+    result = cli.kernel().info(spec)
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
         return
-    model = result.get("model", {})
+    model = result.model
     pairs: list[tuple[str, Any]] = [
-        ("id", model.get("id")),
-        ("backend", model.get("backend")),
-        ("format", model.get("format")),
-        ("size", human_size(model.get("size_bytes"))),
-        ("architecture", model.get("architecture")),
-        ("family", model.get("family")),
-        ("parameters", model.get("parameter_size")),
-        ("quantization", model.get("quantization")),
-        ("context length", model.get("context_length")),
-        ("chat template", model.get("chat_template")),
-        ("modified", short_time(model.get("modified_at"))),
-        ("loaded", _yes_no(model.get("loaded"))),
+        ("id", model.id),
+        ("backend", model.backend),
+        ("format", model.format),
+        ("size", human_size(model.size_bytes)),
+        ("architecture", model.architecture),
+        ("family", model.family),
+        ("parameters", model.parameter_size),
+        ("quantization", model.quantization),
+        ("context length", model.context_length),
+        ("chat template", model.chat_template),
+        ("modified", short_time(model.modified_at)),
+        ("loaded", _yes_no(model.loaded)),
     ]
-    details = model.get("details") or {}
-    if isinstance(details, dict):
-        pairs += _flattened(details)
+    pairs += _flattened(model.details)
     cli.output.fields(pairs)
 
 
@@ -185,20 +178,20 @@ def available(
 ) -> None:
     """Models that can be pulled."""
     cli = state(ctx)
-    result = cli.request("available", backend=backend, recommended=recommended or None)
+    result = cli.kernel().available(backend, recommended=recommended)
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
         return
     rows = [
         [
-            str(model.get("name")),
-            str(model.get("backend")),
-            ", ".join(model.get("variants") or []) or "-",
-            human_size(model.get("size_bytes")),
-            "yes" if model.get("recommended") else "",
-            str(model.get("description") or ""),
+            model.name,
+            model.backend,
+            ", ".join(model.variants) or "-",
+            human_size(model.size_bytes),
+            "yes" if model.recommended else "",
+            model.description,
         ]
-        for model in result.get("models", [])
+        for model in result.models
     ]
     cli.output.table(
         ["NAME", "BACKEND", "VARIANTS", "SIZE", "RECOMMENDED", "DESCRIPTION"],
@@ -211,20 +204,20 @@ def available(
 def status(ctx: typer.Context, backend: BackendOption = None) -> None:
     """Whether each backend works, its version and model counts."""
     cli = state(ctx)
-    result = cli.request("status", backend=backend)
+    result = cli.kernel().status(backend)
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
         return
     rows = [
         [
             name,
-            _yes_no(health.get("available")),
-            health.get("version") or "-",
-            str(health.get("models", 0)),
-            str(health.get("loaded", 0)),
-            health.get("reason") or "",
+            _yes_no(health.available),
+            health.version or "-",
+            str(health.models),
+            str(health.loaded),
+            health.reason or "",
         ]
-        for name, health in sorted(result.get("backends", {}).items())
+        for name, health in sorted(result.backends.items())
     ]
     cli.output.table(["BACKEND", "AVAILABLE", "VERSION", "MODELS", "LOADED", "REASON"], rows)
 
@@ -240,53 +233,53 @@ def import_model(
     """Register a GGUF file that is already on disk (llamacpp)."""
     cli = state(ctx)
     # Relative paths mean this shell's directory, not the kernel's.
-    result = cli.request("import", path=str(path.expanduser().absolute()), name=name)
+    result = cli.kernel().import_model(path.expanduser().absolute(), name)
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
         return
-    model = result.get("model", {})
-    cli.output.line(f"imported {model.get('id')} ({human_size(model.get('size_bytes'))})")
+    cli.output.line(f"imported {result.model.id} ({human_size(result.model.size_bytes)})")
 
 
 @app.command()
 def load(ctx: typer.Context, spec: SpecArgument) -> None:
     """Bring a model into memory now (generation loads it on demand otherwise)."""
     cli = state(ctx)
+    kernel = cli.kernel()
     if cli.json_mode:
-        cli.output.document(cli.request("load", model=spec))
+        cli.output.document(kernel.load(spec).content())
         return
     with ModelProgress(cli.output.err, spec, transfer=False) as progress:
-        result = cli.request("load", model=spec, on_progress=progress)
-    cli.output.line(f"loaded {result.get('model', {}).get('id', spec)}")
+        result = kernel.load(spec, on_progress=progress)
+    cli.output.line(f"loaded {result.model.id}")
 
 
 @app.command()
 def unload(ctx: typer.Context, spec: SpecArgument) -> None:
     """Free a loaded model's memory."""
     cli = state(ctx)
-    result = cli.request("unload", model=spec)
+    result = cli.kernel().unload(spec)
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
     else:
-        cli.output.line(f"unloaded {result.get('unloaded')}")
+        cli.output.line(f"unloaded {result.unloaded}")
 
 
 @app.command()
 def ps(ctx: typer.Context) -> None:
     """Models held in memory."""
     cli = state(ctx)
-    result = cli.request("ps")
+    result = cli.kernel().ps()
     if cli.json_mode:
-        cli.output.document(result)
+        cli.output.document(result.content())
         return
     rows = [
         [
-            str(model.get("id")),
-            str(model.get("backend")),
-            human_size(model.get("size_bytes")),
-            short_time(model.get("expires_at")) if model.get("expires_at") else "never",
+            model.id,
+            model.backend,
+            human_size(model.size_bytes),
+            short_time(model.expires_at) if model.expires_at else "never",
         ]
-        for model in result.get("models", [])
+        for model in result.models
     ]
     cli.output.table(["ID", "BACKEND", "SIZE", "EXPIRES"], rows, empty="no models loaded")
 

@@ -1,0 +1,148 @@
+"""The ok result of every ``model_request`` command, as one pydantic model each.
+
+The kernel's command handlers return these; the reply is ``{"status": "ok", "command": C,
+...result}``; :meth:`LLMSpellClient <llmspell_kernel.client.LLMSpellClient>`'s typed methods
+parse a reply back into the same model. The value objects inside (``ModelInfo``,
+``BackendHealth``...) are the provider layer's own dataclasses, so a result says exactly what a
+backend said.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from providers.types import (
+    AvailableModel,
+    BackendHealth,
+    LoadedModel,
+    Metrics,
+    ModelInfo,
+)
+
+
+class Result(BaseModel):
+    """The result part of an ok ``model_reply``."""
+
+    # A reply from a newer kernel may carry fields this client does not know: keep working.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    command: ClassVar[str]
+
+    def content(self) -> dict[str, Any]:
+        """The JSON-ready fields of the reply."""
+        return self.model_dump(mode="json")
+
+
+class ModelRow(BaseModel):
+    """One installed model in a ``list`` reply: the short form of ``ModelInfo``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    backend: str
+    size_bytes: int | None = None
+    quantization: str | None = None
+    modified_at: str | None = Field(default=None, description="ISO 8601, UTC.")
+    loaded: bool = False
+    family: str | None = None
+    parameter_size: str | None = None
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> ModelRow:
+        return cls(
+            id=info.id,
+            backend=info.backend,
+            size_bytes=info.size_bytes,
+            quantization=info.quantization,
+            modified_at=info.modified_at,
+            loaded=info.loaded,
+            family=info.family,
+            parameter_size=info.parameter_size,
+        )
+
+
+class ListResult(Result):
+    command: ClassVar[str] = "list"
+    models: list[ModelRow]
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="Backends that could not be asked, with the reason."
+    )
+
+
+class StatusResult(Result):
+    command: ClassVar[str] = "status"
+    backends: dict[str, BackendHealth]
+
+
+class InfoResult(Result):
+    command: ClassVar[str] = "info"
+    model: ModelInfo
+
+
+class PullResult(Result):
+    command: ClassVar[str] = "pull"
+    model: ModelInfo
+    bytes: int = Field(description="Bytes downloaded.")
+    seconds: float
+
+
+class RemoveResult(Result):
+    command: ClassVar[str] = "remove"
+    removed: str = Field(description="The id of the removed model.")
+    unfinished_download_bytes: int | None = Field(
+        default=None,
+        description="Set when only an unfinished download was deleted: its size.",
+    )
+
+
+class AvailableResult(Result):
+    command: ClassVar[str] = "available"
+    models: list[AvailableModel]
+
+
+class ImportResult(Result):
+    command: ClassVar[str] = "import"
+    model: ModelInfo
+
+
+class LoadResult(Result):
+    command: ClassVar[str] = "load"
+    model: LoadedModel
+
+
+class UnloadResult(Result):
+    command: ClassVar[str] = "unload"
+    unloaded: str = Field(description="The id of the unloaded model.")
+
+
+class PsResult(Result):
+    command: ClassVar[str] = "ps"
+    models: list[LoadedModel]
+
+
+class GenerateResult(Result):
+    command: ClassVar[str] = "generate"
+    model: str = Field(description="The resolved spec, e.g. gemma3-270m@llamacpp.")
+    text: str
+    metrics: Metrics
+
+
+RESULTS: dict[str, type[Result]] = {
+    model.command: model
+    for model in (
+        ListResult,
+        StatusResult,
+        InfoResult,
+        PullResult,
+        RemoveResult,
+        AvailableResult,
+        ImportResult,
+        LoadResult,
+        UnloadResult,
+        PsResult,
+        GenerateResult,
+    )
+}
+"""The result model of every command, by name."""
