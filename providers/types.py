@@ -46,7 +46,11 @@ class Metrics:
     time_to_first_token: float | None = None
     tokens_per_second: float | None = None
     stop_reason: str | None = None
-    """``stop`` (end of text or a stop string), ``length`` (max_tokens), ``cancelled``."""
+    """``stop`` (end of text or a stop string), ``length`` (max_tokens), ``repetition`` (the
+    text had started repeating itself), ``cancelled``."""
+    queue_seconds: float = 0.0
+    """How long the request waited for the model (busy with other requests) before it ran;
+    included in ``time_to_first_token`` and ``total_seconds``, which count from the request."""
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)
@@ -59,6 +63,9 @@ class Chunk:
     text: str
     done: bool = False
     metrics: Metrics | None = None
+    queued: int | None = None
+    """Set on the text-less chunks a stream yields while it waits for a model that is busy:
+    how many requests are ahead of it."""
 
 
 @dataclass(frozen=True)
@@ -66,14 +73,16 @@ class Progress:
     """Progress of a pull or a load.
 
     ``phase`` is one of ``resolving``, ``downloading``, ``verifying``, ``loading``, ``done``,
-    or a backend's own status text (Ollama's ``pulling manifest``...). ``completed`` and
-    ``total`` are bytes for downloads; either may be ``None`` when unknown.
+    ``queued`` (a generation waiting for its model, ``ahead`` requests before it), or a
+    backend's own status text (Ollama's ``pulling manifest``...). ``completed`` and ``total``
+    are bytes for downloads; either may be ``None`` when unknown.
     """
 
     model: str
     phase: str
     completed: int | None = None
     total: int | None = None
+    ahead: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)
