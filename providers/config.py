@@ -3,6 +3,10 @@
 Works with no file at all. ``${VAR}`` in strings is expanded from the environment (an unset
 variable is an error). Unknown keys and wrong types are :class:`ConfigError` naming the key and
 the file.
+
+Besides the built-in ``[providers.ollama]`` and ``[providers.llamacpp]``, any number of named
+endpoints: ``[providers.NAME]`` tables with a ``type`` (``openai``: an OpenAI-compatible server;
+``ollama``: one more Ollama). ``NAME`` is the backend's name in specs (``model@NAME``).
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from platformdirs import user_config_path, user_data_path
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
-from .spec import BACKENDS, normalize_backend
+from .spec import BACKEND_ALIASES, BACKENDS, normalize_backend
 
 CONFIG_ENV = "LLMSPELL_CONFIG"
 MODELS_ENV = "LLMSPELL_MODELS"
@@ -25,6 +30,8 @@ OLLAMA_HOST_ENV = "OLLAMA_HOST"
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENDPOINT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class _Strict(BaseModel):
@@ -65,9 +72,80 @@ class ProvidersConfig(_Strict):
     llamacpp: LlamaCppConfig = LlamaCppConfig()
 
 
+def http_url(value: str, *, default_path: str = "") -> str:
+    """``value`` as an ``http(s)://host[:port][/path]`` URL without a trailing slash
+    (``default_path`` when it has no path); :class:`ValueError` saying what is wrong."""
+    text = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "the URL must not hold a user name or password (a key goes in the environment "
+            "variable that api_key_env names)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: the URL must not have a query or a fragment")
+    return text + default_path if not parts.path and default_path else text
+
+
+class OpenAIEndpoint(_Strict):
+    """``[providers.NAME]`` with ``type = "openai"``: an OpenAI-compatible server (vLLM,
+    llama.cpp's llama-server, SGLang, TGI, LM Studio...)."""
+
+    type: Literal["openai"] = "openai"
+    enabled: bool = True
+    base_url: str
+    """The API root, e.g. ``http://gpu-box:8000/v1`` (a URL without a path gets ``/v1``)."""
+    api_key_env: str | None = None
+    """The environment variable holding the API key; the key itself is never in the config."""
+    timeout_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return http_url(value, default_path="/v1")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _api_key_env(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not the name of an environment variable (the key itself goes "
+                "in that variable, never in the config)"
+            )
+        return value
+
+
+class OllamaEndpoint(OllamaConfig):
+    """``[providers.NAME]`` with ``type = "ollama"``: one more Ollama server."""
+
+    type: Literal["ollama"] = "ollama"
+    base_url: str
+    """Required here (``OLLAMA_HOST`` is for ``[providers.ollama]``); the same forms."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return http_url(normalize_ollama_url(value))
+
+
+Endpoint = OpenAIEndpoint | OllamaEndpoint
+ENDPOINT_TYPES: dict[str, type[OpenAIEndpoint] | type[OllamaEndpoint]] = {
+    "openai": OpenAIEndpoint,
+    "ollama": OllamaEndpoint,
+}
+
+
 class Config(_Strict):
     default_backend: str | None = None
     providers: ProvidersConfig = ProvidersConfig()
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    """The named endpoints (``[providers.NAME]`` with a ``type``), in the file's order."""
     source: Path | None = Field(default=None, exclude=True)
     """The file this came from, None for defaults."""
 
@@ -99,29 +177,39 @@ class Config(_Strict):
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: Path | None = None) -> Config:
         where = str(source) if source else "configuration"
+        path = str(source) if source else None
         expanded = _expand(data, where, ())
+        if "endpoints" in expanded:  # filled from the [providers.NAME] tables only
+            raise ConfigError(f"{where}: unknown key 'endpoints'", key="endpoints", path=path)
+        builtin, named = _split_providers(expanded.get("providers"), where, path)
+        if builtin is not None:
+            expanded = {**expanded, "providers": builtin}
         try:
             config = cls.model_validate({**expanded, "source": source})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            key = ".".join(str(p) for p in first["loc"])
-            if first["type"] == "extra_forbidden":
-                message = f"{where}: unknown key '{key}'"
-            else:
-                message = f"{where}: invalid value for '{key}': {first['msg']}"
-            raise ConfigError(message, key=key, path=str(source) if source else None) from exc
+            raise _validation_error(exc, where, path, ()) from exc
+        endpoints = {name: _endpoint(name, table, where, path) for name, table in named.items()}
+        config = config.model_copy(update={"endpoints": endpoints})
         if config.default_backend is not None:
+            known = config.backend_names()
             try:
                 backend = normalize_backend(config.default_backend)
-            except Exception as exc:
+            except Exception:
+                backend = None
+            if backend not in known:
                 raise ConfigError(
                     f"{where}: invalid value for 'default_backend': {config.default_backend!r}"
-                    f" (expected one of {', '.join(BACKENDS)})",
+                    f" (expected one of {', '.join(known)}, or the alias 'candle')",
                     key="default_backend",
-                    path=str(source) if source else None,
-                ) from exc
+                    path=path,
+                )
             config = config.model_copy(update={"default_backend": backend})
         return config
+
+    def backend_names(self) -> tuple[str, ...]:
+        """Every backend this configuration knows, enabled or not: the built-in ones, then the
+        named endpoints in the file's order."""
+        return (*BACKENDS, *self.endpoints)
 
     # Derived values -------------------------------------------------------------------------
 
@@ -148,6 +236,88 @@ class Config(_Strict):
 
 def default_config_path() -> Path:
     return user_config_path("llmspell") / "config.toml"
+
+
+def _split_providers(
+    providers: Any, where: str, path: str | None
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """``[providers]`` split into the built-in tables and the named endpoints' tables."""
+    if not isinstance(providers, dict):
+        return None, {}  # not a table: the model's validation says so
+    builtin: dict[str, Any] = {}
+    named: dict[str, Any] = {}
+    for name, table in providers.items():
+        if name in BACKENDS:
+            if isinstance(table, dict) and "type" in table:
+                implied = "ollama" if name == "ollama" else None
+                if table["type"] != implied:
+                    raise ConfigError(
+                        f"{where}: [providers.{name}] is the built-in {name} backend"
+                        + (
+                            f" (its type is implied; 'type' may only be {implied!r})"
+                            if implied
+                            else " and takes no 'type'"
+                        )
+                        + ": give a named endpoint another name, e.g. [providers.remote]",
+                        key=f"providers.{name}.type",
+                        path=path,
+                    )
+                table = {k: v for k, v in table.items() if k != "type"}
+            builtin[name] = table
+        else:
+            named[name] = table
+    return builtin, named
+
+
+def _endpoint(name: str, table: Any, where: str, path: str | None) -> Endpoint:
+    """One ``[providers.NAME]`` table as its endpoint type; :class:`ConfigError` naming the
+    table and the file for anything wrong with it."""
+    key = f"providers.{name}"
+
+    def error(problem: str, at: str = key) -> ConfigError:
+        return ConfigError(f"{where}: [{key}]: {problem}", key=at, path=path)
+
+    if name in BACKEND_ALIASES:
+        raise error(
+            f"{name!r} is an alias of the built-in {BACKEND_ALIASES[name]} backend: give the "
+            "endpoint another name"
+        )
+    if not _ENDPOINT_NAME.fullmatch(name):
+        raise error(
+            f"invalid endpoint name {name!r} (lower-case letters, digits, '-' and '_', "
+            "starting with a letter or digit)"
+        )
+    if not isinstance(table, dict):
+        raise error(f"must be a table, not {type(table).__name__}")
+    kind = table.get("type")
+    if kind is None:
+        raise error(
+            f"a named endpoint needs a type: one of {', '.join(ENDPOINT_TYPES)}"
+            f" (built-in tables are {', '.join(BACKENDS)})",
+            f"{key}.type",
+        )
+    model = ENDPOINT_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise error(
+            f"unknown type {kind!r} (expected one of {', '.join(ENDPOINT_TYPES)})", f"{key}.type"
+        )
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        raise _validation_error(exc, where, path, ("providers", name)) from exc
+
+
+def _validation_error(
+    exc: ValidationError, where: str, path: str | None, prefix: tuple[str, ...]
+) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(p) for p in (*prefix, *first["loc"]))
+    if first["type"] == "extra_forbidden":
+        message = f"{where}: unknown key '{key}'"
+    else:
+        detail = str(first["msg"]).removeprefix("Value error, ")
+        message = f"{where}: invalid value for '{key}': {detail}"
+    return ConfigError(message, key=key, path=path)
 
 
 def normalize_ollama_url(value: str) -> str:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .base import Backend
-from .config import Config
+from .config import Config, OllamaEndpoint, OpenAIEndpoint
 from .errors import BackendUnavailable, InvalidModelSpec, LLMSpellError
-from .spec import BACKENDS, ModelSpec, normalize_backend, parse_spec
+from .spec import ModelSpec, normalize_backend, parse_spec
 from .types import (
     AvailableModel,
     BackendHealth,
@@ -42,7 +42,8 @@ class ModelListing:
 
 
 def build_backend(name: str, config: Config) -> Backend:
-    """Construct one backend. Imports are local so that unused backends cost nothing."""
+    """Construct one backend: a built-in one or a named endpoint of ``config``. Imports are
+    local so that unused backends cost nothing."""
     if name == "llamacpp":
         from .llamacpp import LlamaCppBackend
 
@@ -51,7 +52,24 @@ def build_backend(name: str, config: Config) -> Backend:
         from .ollama import OllamaBackend
 
         return OllamaBackend(config)
-    raise InvalidModelSpec(f"unknown backend {name!r}", backend=name)
+    endpoint = config.endpoints.get(name)
+    if isinstance(endpoint, OpenAIEndpoint):
+        from .openai import OpenAIBackend
+
+        return OpenAIBackend(name, endpoint)
+    if isinstance(endpoint, OllamaEndpoint):
+        from .ollama import OllamaBackend
+
+        return OllamaBackend(config, name=name, settings=endpoint)
+    raise _unknown_backend(name, config.backend_names())
+
+
+def _unknown_backend(name: str, known: Sequence[str]) -> InvalidModelSpec:
+    return InvalidModelSpec(
+        f"unknown backend {name!r}: expected one of {', '.join(known)} (built-in, or a"
+        " [providers.NAME] table of the configuration)",
+        backend=name,
+    )
 
 
 class ProviderManager:
@@ -68,15 +86,30 @@ class ProviderManager:
     # Backends ---------------------------------------------------------------------------------
 
     def enabled(self) -> list[str]:
-        """Names of the enabled backends, in resolution order."""
+        """Names of the enabled backends, in resolution order: llamacpp, ollama, then the
+        named endpoints in the configuration's order."""
         if self._given:
-            return [n for n in RESOLUTION_ORDER if n in self._backends]
+            builtin = [n for n in RESOLUTION_ORDER if n in self._backends]
+            return builtin + [n for n in self._backends if n not in RESOLUTION_ORDER]
         providers = self.config.providers
         flags = {"llamacpp": providers.llamacpp.enabled, "ollama": providers.ollama.enabled}
-        return [n for n in RESOLUTION_ORDER if flags[n]]
+        named = [n for n, e in self.config.endpoints.items() if e.enabled]
+        return [n for n in RESOLUTION_ORDER if flags[n]] + named
+
+    def known(self) -> list[str]:
+        """Every backend name this manager knows, enabled or not."""
+        names = list(self.config.backend_names())
+        return names + [n for n in self._backends if n not in names]
+
+    def _key(self, name: str) -> str:
+        """``name`` normalized, if it names a backend this manager knows."""
+        key = normalize_backend(name)
+        if key not in self.known():
+            raise _unknown_backend(name, self.known())
+        return key
 
     def backend(self, name: str) -> Backend:
-        key = normalize_backend(name)
+        key = self._key(name)
         if key not in self.enabled():
             raise BackendUnavailable(
                 f"backend '{key}' is disabled in the configuration", backend=key
@@ -89,7 +122,7 @@ class ProviderManager:
     def _selected(self, backend: str | None) -> list[str]:
         if backend is None:
             return self.enabled()
-        key = normalize_backend(backend)
+        key = self._key(backend)
         if key not in self.enabled():
             raise BackendUnavailable(
                 f"backend '{key}' is disabled in the configuration", backend=key
@@ -143,7 +176,7 @@ class ProviderManager:
             except LLMSpellError as exc:
                 result[name] = BackendHealth(name=name, available=False, reason=exc.message)
         if backend is None:
-            for name in BACKENDS:
+            for name in self.known():
                 if name not in result:
                     result[name] = BackendHealth(name=name, available=False, reason="disabled")
         return result

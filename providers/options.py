@@ -60,6 +60,10 @@ class GenerationOptions:
     top_k: StrictInt | None = Field(default=None, ge=0)
     min_p: StrictFloat | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
     repeat_penalty: StrictFloat | None = Field(default=None, gt=0, allow_inf_nan=False)
+    frequency_penalty: StrictFloat | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    """OpenAI's: lowers a token's odds by how often it already appeared (-2 to 2)."""
+    presence_penalty: StrictFloat | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    """OpenAI's: lowers the odds of every token that already appeared (-2 to 2)."""
     seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     stop: tuple[str, ...] = ()

@@ -3,7 +3,10 @@
 Parsing rules (SPEC §2):
 
 - whitespace around the spec is trimmed;
-- the backend is the text after the rightmost ``@``;
+- the backend is the text after the rightmost ``@``: a built-in backend (``llamacpp``,
+  ``ollama``, or an alias of one) or the name of a configured endpoint (``[providers.NAME]``),
+  which only the configuration can tell (the :class:`~providers.manager.ProviderManager` refuses
+  names it does not know);
 - the provider is everything before the last ``/`` of the rest;
 - the variant is everything after the first ``:`` of the model part;
 - ``hf:ORG/REPO[:QUANT]`` and ``hf.co/ORG/REPO[:QUANT]`` name a GGUF repository on the
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from .errors import InvalidModelSpec
 
 BACKENDS: tuple[str, ...] = ("ollama", "llamacpp")
+"""The built-in backends; configured endpoints add their own names."""
 BACKEND_ALIASES: dict[str, str] = {
     "candle": "llamacpp",
     "llama.cpp": "llamacpp",
@@ -29,19 +33,21 @@ BACKEND_ALIASES: dict[str, str] = {
 HF_PREFIXES: tuple[str, ...] = ("hf:", "hf.co/", "huggingface.co/")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_BACKEND = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _VARIANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_SPEC_LENGTH = 512
 
 
 def normalize_backend(name: str) -> str:
-    """The canonical backend name for ``name`` (``candle`` → ``llamacpp``)."""
+    """The canonical backend name for ``name``: lower case, aliases resolved (``candle`` →
+    ``llamacpp``). Any well-formed name passes (it may be a configured endpoint's)."""
     key = name.strip().lower()
     key = BACKEND_ALIASES.get(key, key)
-    if key not in BACKENDS:
+    if key not in BACKENDS and not _BACKEND.fullmatch(key):
         raise InvalidModelSpec(
-            f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}"
-            f" (or the alias 'candle')",
+            f"invalid backend name {name!r}: expected {', '.join(BACKENDS)} (or the alias "
+            "'candle') or a configured endpoint's name (lower-case letters, digits, '-', '_')",
             backend=name,
         )
     return key

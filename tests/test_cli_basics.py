@@ -75,7 +75,7 @@ def test_help_and_version_import_no_heavy_module(args: list[str]) -> None:
         (["--output", "yaml", "model", "list"], "--output"),
         (["--log-level", "loud", "model", "list"], "--log-level"),
         (["--config", "/no/such/config.toml", "model", "list"], "--config"),
-        (["model", "list", "--backend", "nope"], "unknown backend"),
+        (["model", "list", "--backend", "no pe"], "invalid backend name"),
         (["model", "info"], "SPEC"),
         (["prompt", "hello"], "--model"),
         (["prompt", "-m", "gemma3-270m", "   "], "the prompt is empty"),

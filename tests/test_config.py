@@ -86,7 +86,7 @@ def test_named_file_must_exist(tmp_path: Path) -> None:
             "providers.llamacpp.options.max_loaded_models",
             "invalid value",
         ),
-        ("[providers.vllm]\nenabled = true\n", "providers.vllm", "unknown key"),
+        ("[providers.vllm]\nenabled = true\n", "providers.vllm.type", "needs a type"),
         ("default_backend = 'tgi'\n", "default_backend", "default_backend"),
         (
             "[providers.ollama]\nbase_url = '${LLMSPELL_SURELY_UNSET}'\n",

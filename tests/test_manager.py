@@ -246,6 +246,7 @@ def test_public_api_is_exactly_all() -> None:
         "types",
         "llamacpp",
         "ollama",
+        "openai",
         "hangup",
         "options",
         "validation",

@@ -98,7 +98,7 @@ def test_name_and_with_backend() -> None:
         ("local/", "empty model name"),
         ("phi3@", "empty backend"),
         ("phi3@  ", "empty backend"),
-        ("phi3@vllm", "unknown backend 'vllm'"),
+        ("phi3@vllm box", "invalid backend name 'vllm box'"),
         ("phi\x013", "control characters"),
         ("phi3\x00", "control characters"),
         ("phi3\x7f", "control characters"),

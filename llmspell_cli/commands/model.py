@@ -30,7 +30,12 @@ def _backend_option(value: str | None) -> str | None:
 
 BackendOption = Annotated[
     str | None,
-    typer.Option("--backend", "-b", callback=_backend_option, help="ollama or llamacpp."),
+    typer.Option(
+        "--backend",
+        "-b",
+        callback=_backend_option,
+        help="llamacpp, ollama, or a [providers.NAME] endpoint of the config.",
+    ),
 ]
 SpecArgument = Annotated[
     str, typer.Argument(metavar="SPEC", help="Model spec: [provider/]model[:variant][@backend].")

@@ -45,7 +45,10 @@ def _not_blank(value: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(_not_blank)]
 """A string that is not empty or only white space."""
 Spec = Annotated[Text, Field(description="A model spec: [provider/]model[:variant][@backend].")]
-BackendName = Annotated[Text, Field(description="A backend: llamacpp or ollama.")]
+BackendName = Annotated[
+    Text,
+    Field(description="A backend: llamacpp, ollama, or a named endpoint of the kernel's config."),
+]
 
 
 class Request(BaseModel):

@@ -206,6 +206,8 @@ def _sampling(options: GenerationOptions) -> dict[str, Any]:
         "top_k": options.top_k,
         "min_p": options.min_p,
         "repeat_penalty": options.repeat_penalty,
+        "frequency_penalty": options.frequency_penalty,
+        "presence_penalty": options.presence_penalty,
         "seed": options.seed,
     }
     return {k: v for k, v in names.items() if v is not None}

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from ..config import Config
+from ..config import Config, OllamaConfig, normalize_ollama_url
 from ..errors import (
     BackendUnavailable,
     DownloadError,
@@ -37,7 +37,14 @@ from ..types import (
     Removed,
 )
 from .client import OllamaClient
-from .convert import loaded_model, metrics, model_info, ollama_options, parse_parameters
+from .convert import (
+    loaded_model,
+    metrics,
+    model_info,
+    ollama_options,
+    parse_parameters,
+    utc_iso,
+)
 from .library import library_models
 from .names import ollama_name, same_model
 from .progress import SUCCESS, PullTracker
@@ -61,12 +68,27 @@ class OllamaBackend:
 
     name = "ollama"
 
-    def __init__(self, config: Config, *, transport: httpx.BaseTransport | None = None) -> None:
-        """``transport``: the HTTP transport to reach Ollama through (see :class:`OllamaClient`)."""
-        settings = config.providers.ollama
-        self.base_url = config.ollama_url()
+    def __init__(
+        self,
+        config: Config,
+        *,
+        name: str = "ollama",
+        settings: OllamaConfig | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """The built-in ``[providers.ollama]``, or with ``name`` and ``settings`` a named
+        endpoint of type ollama (``[providers.NAME]``, its own ``base_url``). ``transport``: the
+        HTTP transport to reach Ollama through (see :class:`OllamaClient`)."""
+        self.name = name
+        if settings is None:
+            settings = config.providers.ollama
+            self.base_url = config.ollama_url()
+        else:
+            self.base_url = normalize_ollama_url(settings.base_url or "")
         self.keep_alive = settings.options.keep_alive
-        self._client = OllamaClient(self.base_url, settings.timeout_seconds, transport=transport)
+        self._client = OllamaClient(
+            self.base_url, settings.timeout_seconds, backend=name, transport=transport
+        )
 
     # Status and listing -----------------------------------------------------------------------
 
@@ -95,7 +117,11 @@ class OllamaBackend:
         except BackendUnavailable:
             running = set()
         return [
-            model_info(e, loaded=any(same_model(str(e.get("name")), r) for r in running))
+            model_info(
+                e,
+                loaded=any(same_model(str(e.get("name")), r) for r in running),
+                backend=self.name,
+            )
             for e in entries
         ]
 
@@ -133,7 +159,7 @@ class OllamaBackend:
             backend=self.name,
             size_bytes=entry.get("size") if entry else None,
             quantization=details.get("quantization_level") or None,
-            modified_at=model_info(entry, loaded=loaded).modified_at if entry else None,
+            modified_at=utc_iso(entry.get("modified_at")) if entry else None,
             loaded=loaded,
             format=details.get("format") or "gguf",
             family=details.get("family") or None,
@@ -232,7 +258,7 @@ class OllamaBackend:
             progress(Progress(name, "done"))
         for entry in self._ps():
             if same_model(str(entry.get("name") or entry.get("model")), name):
-                return loaded_model(entry)
+                return loaded_model(entry, self.name)
         return LoadedModel(id=name, backend=self.name)
 
     def unload(self, spec: ModelSpec) -> str:
@@ -243,7 +269,7 @@ class OllamaBackend:
         return name
 
     def loaded(self) -> list[LoadedModel]:
-        return [loaded_model(e) for e in self._ps()]
+        return [loaded_model(e, self.name) for e in self._ps()]
 
     # Generation -----------------------------------------------------------------------------
 

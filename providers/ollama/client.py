@@ -49,6 +49,14 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 """Upper bound on opening a connection; a refused connection fails at once anyway."""
 START_HINT = "start it with `ollama serve` (or set OLLAMA_HOST / providers.ollama.base_url)"
 
+
+def start_hint(backend: str) -> str:
+    """How to make the Ollama of endpoint ``backend`` reachable."""
+    if backend == BACKEND:
+        return START_HINT
+    return f"start it with `ollama serve` there (or fix providers.{backend}.base_url)"
+
+
 Json = dict[str, Any]
 ErrorType = type[LLMSpellError]
 
@@ -58,8 +66,8 @@ ErrorType = type[LLMSpellError]
 _NOT_FOUND_MARKERS = ("not found", "file does not exist")
 
 
-def not_found_message(model: str) -> str:
-    return f"model '{model}' not found: pull it first with `llmspell model pull {model}@ollama`"
+def not_found_message(model: str, backend: str = BACKEND) -> str:
+    return f"model '{model}' not found: pull it first with `llmspell model pull {model}@{backend}`"
 
 
 class OllamaClient:
@@ -71,15 +79,20 @@ class OllamaClient:
         base_url: str,
         timeout_seconds: float,
         *,
+        backend: str = BACKEND,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        """``transport`` replaces httpx's own (a mock, in tests) for every request. Then the
+        """``backend`` is the endpoint's name, for the errors (``ollama``, or a named endpoint
+        of type ollama).
+
+        ``transport`` replaces httpx's own (a mock, in tests) for every request. Then the
         transport's own connection limits apply (streams then may share pooled connections,
         and a stream on a reused one can be hung up only once its headers are in), and the
         bare TCP connect that checks a server found down is skipped (it would bypass the
         transport)."""
         self.base_url = base_url
         self.timeout_seconds = timeout_seconds
+        self.backend = backend
         timeout = httpx.Timeout(
             timeout_seconds, connect=min(timeout_seconds, CONNECT_TIMEOUT_SECONDS)
         )
@@ -98,7 +111,7 @@ class OllamaClient:
             )
         except (httpx.InvalidURL, ValueError) as exc:
             raise ConfigError(
-                f"invalid Ollama URL {base_url!r}: {exc}", key="providers.ollama.base_url"
+                f"invalid Ollama URL {base_url!r}: {exc}", key=f"providers.{backend}.base_url"
             ) from exc
         url = self._http.base_url
         self._address = (url.host, url.port or (443 if url.scheme == "https" else 80))
@@ -138,7 +151,9 @@ class OllamaClient:
             raise self._status_error(response.status_code, response.text, model, failure)
         if not response.content.strip():
             return {}
-        return parse_line(response.text, path=path, model=model, failure=failure)
+        return parse_line(
+            response.text, path=path, model=model, failure=failure, backend=self.backend
+        )
 
     # Streams ------------------------------------------------------------------------------------
 
@@ -170,21 +185,25 @@ class OllamaClient:
                 for raw in response.iter_lines():
                     if not raw.strip():
                         continue
-                    line = parse_line(raw, path=path, model=model, failure=failure)
+                    line = parse_line(
+                        raw, path=path, model=model, failure=failure, backend=self.backend
+                    )
                     if "error" in line:
-                        raise classify(str(line["error"]), model, failure)
+                        raise classify(str(line["error"]), model, failure, self.backend)
                     yield line
                     if is_final(line):
                         return
         if cancel is not None and cancel.is_set():
             raise Cancelled(
-                f"the request to Ollama's {path} was interrupted", model=model, backend=BACKEND
+                f"the request to Ollama's {path} was interrupted",
+                model=model,
+                backend=self.backend,
             )
         raise failure(
             f"Ollama's {path} stream ended before its final line"
             " (the server stopped answering mid-stream)",
             model=model,
-            backend=BACKEND,
+            backend=self.backend,
         )
 
     # Error translation ------------------------------------------------------------------------
@@ -203,7 +222,9 @@ class OllamaClient:
         except httpx.HTTPError as exc:
             if cancel is not None and cancel.is_set():  # we hung up: not the server's fault
                 raise Cancelled(
-                    f"the request to Ollama's {path} was interrupted", model=model, backend=BACKEND
+                    f"the request to Ollama's {path} was interrupted",
+                    model=model,
+                    backend=self.backend,
                 ) from exc
             if isinstance(exc, httpx.ConnectError) and self._probe:
                 self._refused = True
@@ -219,9 +240,9 @@ class OllamaClient:
             socket.create_connection(self._address, timeout=CONNECT_TIMEOUT_SECONDS).close()
         except ConnectionRefusedError as exc:
             raise BackendUnavailable(
-                f"Ollama is not running at {self.base_url}: {START_HINT} ({exc})",
+                f"Ollama is not running at {self.base_url}: {start_hint(self.backend)} ({exc})",
                 model=model,
-                backend=BACKEND,
+                backend=self.backend,
             ) from exc
         except OSError:
             return  # not a plain refusal: httpx tries and reports it
@@ -233,70 +254,80 @@ class OllamaClient:
         message = error_text(text) or f"HTTP {status}"
         if status == 404:
             if model is not None:
-                return ModelNotFound(not_found_message(model), model=model, backend=BACKEND)
-            return ModelNotFound(f"Ollama: {message}", backend=BACKEND)
+                return ModelNotFound(
+                    not_found_message(model, self.backend), model=model, backend=self.backend
+                )
+            return ModelNotFound(f"Ollama: {message}", backend=self.backend)
         if status == 499:
             return Cancelled(
-                f"Ollama cancelled the request: {message}", model=model, backend=BACKEND
+                f"Ollama cancelled the request: {message}", model=model, backend=self.backend
             )
         if status == 503:
             return BackendUnavailable(
                 f"Ollama at {self.base_url} is busy (HTTP 503): {message}",
                 model=model,
-                backend=BACKEND,
+                backend=self.backend,
             )
-        return classify(f"{message} (HTTP {status})", model, failure)
+        return classify(f"{message} (HTTP {status})", model, failure, self.backend)
 
 
 def translate_http_error(
     exc: httpx.HTTPError, client: OllamaClient, path: str, model: str | None, failure: ErrorType
 ) -> LLMSpellError:
     url = client.base_url
+    backend = client.backend
+    hint = start_hint(backend)
     if isinstance(exc, httpx.ConnectError):
         return BackendUnavailable(
-            f"Ollama is not running at {url}: {START_HINT} ({exc})", model=model, backend=BACKEND
+            f"Ollama is not running at {url}: {hint} ({exc})", model=model, backend=backend
         )
     if isinstance(exc, httpx.ConnectTimeout):
         return BackendUnavailable(
             f"Ollama at {url} did not accept a connection within "
             f"{min(client.timeout_seconds, CONNECT_TIMEOUT_SECONDS):g} s: is it running?"
-            f" {START_HINT}",
+            f" {hint}",
             model=model,
-            backend=BACKEND,
+            backend=backend,
         )
     if isinstance(exc, httpx.TimeoutException):
         kind = failure if failure is not LLMSpellError else BackendUnavailable
         return kind(
             f"Ollama at {url} did not answer {path} within {client.timeout_seconds:g} s"
-            " (providers.ollama.timeout_seconds)",
+            f" (providers.{backend}.timeout_seconds)",
             model=model,
-            backend=BACKEND,
+            backend=backend,
         )
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
         return failure(
             f"Ollama at {url} closed the connection in the middle of {path}: {exc}",
             model=model,
-            backend=BACKEND,
+            backend=backend,
         )
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return ConfigError(f"invalid Ollama URL {url!r}: {exc}", key="providers.ollama.base_url")
+        return ConfigError(
+            f"invalid Ollama URL {url!r}: {exc}", key=f"providers.{backend}.base_url"
+        )
     return BackendUnavailable(
         f"Ollama at {url} cannot be reached: {type(exc).__name__}: {exc}",
         model=model,
-        backend=BACKEND,
+        backend=backend,
     )
 
 
-def classify(text: str, model: str | None, failure: ErrorType) -> LLMSpellError:
+def classify(
+    text: str, model: str | None, failure: ErrorType, backend: str = BACKEND
+) -> LLMSpellError:
     """The error for Ollama's error ``text``: not-found texts are ModelNotFound."""
     lowered = text.lower()
     if any(marker in lowered for marker in _NOT_FOUND_MARKERS):
         if model is not None:
             return ModelNotFound(
-                f"{not_found_message(model)} (Ollama: {text})", model=model, backend=BACKEND
+                f"{not_found_message(model, backend)} (Ollama: {text})",
+                model=model,
+                backend=backend,
             )
-        return ModelNotFound(f"Ollama: {text}", backend=BACKEND)
-    return failure(f"Ollama: {text}", model=model, backend=BACKEND)
+        return ModelNotFound(f"Ollama: {text}", backend=backend)
+    return failure(f"Ollama: {text}", model=model, backend=backend)
 
 
 def error_text(body: str) -> str:
@@ -310,7 +341,9 @@ def error_text(body: str) -> str:
     return body.strip()[:500]
 
 
-def parse_line(raw: str, *, path: str, model: str | None, failure: ErrorType) -> Json:
+def parse_line(
+    raw: str, *, path: str, model: str | None, failure: ErrorType, backend: str = BACKEND
+) -> Json:
     """One NDJSON line (or a whole JSON body) as a dict; anything else is ``failure``."""
     try:
         data = json.loads(raw)
@@ -318,13 +351,13 @@ def parse_line(raw: str, *, path: str, model: str | None, failure: ErrorType) ->
         raise failure(
             f"Ollama sent a malformed line on {path} (not JSON: {exc.msg}): {raw[:200]!r}",
             model=model,
-            backend=BACKEND,
+            backend=backend,
         ) from exc
     if not isinstance(data, dict):
         raise failure(
             f"Ollama sent a malformed line on {path} (a JSON {type(data).__name__}, not an "
             f"object): {raw[:200]!r}",
             model=model,
-            backend=BACKEND,
+            backend=backend,
         )
     return data

@@ -67,13 +67,13 @@ def utc_iso(value: Any) -> str | None:
     return parsed.astimezone(UTC).isoformat()
 
 
-def model_info(entry: Json, *, loaded: bool) -> ModelInfo:
-    """A ModelInfo from one ``/api/tags`` (or ``/api/ps``) entry."""
+def model_info(entry: Json, *, loaded: bool, backend: str = BACKEND) -> ModelInfo:
+    """A ModelInfo from one ``/api/tags`` (or ``/api/ps``) entry of the Ollama ``backend``."""
     details = entry.get("details") or {}
     name = str(entry.get("name") or entry.get("model") or "")
     return ModelInfo(
         id=name,
-        backend=BACKEND,
+        backend=backend,
         size_bytes=_int_or_none(entry.get("size")),
         quantization=details.get("quantization_level") or None,
         modified_at=utc_iso(entry.get("modified_at")),
@@ -89,11 +89,11 @@ def model_info(entry: Json, *, loaded: bool) -> ModelInfo:
     )
 
 
-def loaded_model(entry: Json) -> LoadedModel:
-    """A LoadedModel from one ``/api/ps`` entry."""
+def loaded_model(entry: Json, backend: str = BACKEND) -> LoadedModel:
+    """A LoadedModel from one ``/api/ps`` entry of the Ollama ``backend``."""
     return LoadedModel(
         id=str(entry.get("name") or entry.get("model") or ""),
-        backend=BACKEND,
+        backend=backend,
         size_bytes=_int_or_none(entry.get("size")),
         expires_at=utc_iso(entry.get("expires_at")),
     )
