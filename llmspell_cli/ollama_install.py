@@ -13,6 +13,14 @@ import subprocess
 from dataclasses import dataclass
 
 LINUX_SCRIPT = "curl -fsSL https://ollama.com/install.sh | sh"
+LINUX_SCRIPT_URL = "https://ollama.com/install.sh"
+# What -y runs for LINUX_SCRIPT: the same two steps, but a failed download fails the command
+# (``curl … | sh`` reports only the status of ``sh``, which runs an empty script and succeeds;
+# POSIX sh has no ``pipefail``).
+LINUX_COMMAND = (
+    "set -e; script=$(mktemp); trap 'rm -f \"$script\"' EXIT; "
+    f'curl -fsSL {LINUX_SCRIPT_URL} -o "$script"; sh "$script"'
+)
 MACOS_APP = "https://ollama.com/download/Ollama.dmg"
 WINDOWS_INSTALLER = "https://ollama.com/download/OllamaSetup.exe"
 DOWNLOAD_PAGE = "https://ollama.com/download"
@@ -25,11 +33,15 @@ class InstallPlan:
     """What a person should do, one step per line."""
     command: list[str] | None
     """What ``-y`` runs; None when the steps cannot be run from a terminal here."""
+    shown: str | None = None
+    """The command as the official steps write it, when ``command`` is a safer equivalent."""
 
     @property
     def command_text(self) -> str:
         if self.command is None:
             return ""
+        if self.shown is not None:
+            return self.shown
         if self.command[:2] == ["sh", "-c"]:
             return self.command[2]
         return shlex.join(self.command)
@@ -41,7 +53,8 @@ def plan_for(system: str, *, has_brew: bool = False) -> InstallPlan:
         return InstallPlan(
             "Linux",
             (LINUX_SCRIPT, "then start the server: ollama serve"),
-            ["sh", "-c", LINUX_SCRIPT],
+            ["sh", "-c", LINUX_COMMAND],
+            shown=LINUX_SCRIPT,
         )
     if system == "Darwin":
         steps = (
@@ -59,7 +72,13 @@ def plan_for_this_system() -> InstallPlan:
 
 
 def run(plan: InstallPlan) -> int:
-    """Run the plan's command in the foreground (it may ask for a sudo password)."""
+    """Run the plan's command in the foreground (it may ask for a sudo password); its exit
+    status (that of the first step that failed)."""
     if plan.command is None:
         raise ValueError(f"no command to run on {plan.system}")
     return subprocess.run(plan.command, check=False).returncode
+
+
+def installed() -> str | None:
+    """Where ``ollama`` is on PATH, if it is."""
+    return shutil.which("ollama")

@@ -107,19 +107,25 @@ def test_prompt_reads_an_empty_stdin_as_a_usage_error() -> None:
 
 @pytest.fixture
 def no_installer(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """Linux, no ollama on PATH, and a recorder instead of running anything."""
+    """Linux, no ollama on PATH until a run "installs" it, and a recorder instead of running
+    anything."""
     ran: list[list[str]] = []
+    just_installed: list[bool] = []
 
     def record(plan: ollama_install.InstallPlan) -> int:
         assert plan.command is not None
         ran.append(plan.command)
+        just_installed.append(True)
         return 0
+
+    def installed() -> str | None:
+        return "/usr/local/bin/ollama" if just_installed and just_installed.pop() else None
 
     monkeypatch.setattr(
         ollama_install, "plan_for_this_system", lambda: ollama_install.plan_for("Linux")
     )
     monkeypatch.setattr(ollama_install, "run", record)
-    monkeypatch.setattr("llmspell_cli.commands.model.shutil.which", lambda name: None)
+    monkeypatch.setattr(ollama_install, "installed", installed)
     return ran
 
 
@@ -141,7 +147,8 @@ def test_install_ollama_runs_the_official_script_after_a_yes(
 ) -> None:
     result = invoke(["model", "install-ollama"], input="y\n")
     assert result.exit_code == 0
-    assert no_installer == [["sh", "-c", ollama_install.LINUX_SCRIPT]]
+    assert no_installer == [["sh", "-c", ollama_install.LINUX_COMMAND]]
+    assert "ollama installed (/usr/local/bin/ollama)" in result.stderr
     forced = invoke(["--output", "json", "model", "install-ollama", "-y"])
     document = json_of(forced)
     assert document["ran"] is True
@@ -154,7 +161,7 @@ def test_install_ollama_json_documents_the_plan(no_installer: list[list[str]]) -
     assert result.exit_code == 0
     document = json_of(result)
     assert document["system"] == "Linux"
-    assert document["command"] == ["sh", "-c", ollama_install.LINUX_SCRIPT]
+    assert document["command"] == ["sh", "-c", ollama_install.LINUX_COMMAND]
     assert document["ran"] is False
     assert no_installer == []
 
@@ -182,6 +189,66 @@ def test_install_ollama_failure_exits_1(
     result = invoke(["model", "install-ollama", "-y"])
     assert result.exit_code == 1
     assert "exit status 7" in result.stderr
+
+
+def _fake_curl(bin_dir: Path, body: str) -> None:
+    """A ``curl`` first on PATH: ``body`` is its shell script."""
+    bin_dir.mkdir(exist_ok=True)
+    curl = bin_dir / "curl"
+    curl.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    curl.chmod(0o755)
+
+
+@pytest.fixture
+def linux_without_ollama(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Linux, the real command run, a PATH of a private bin directory and the system's own
+    (``sh``, ``mktemp``), and no ``ollama`` anywhere on it; returns the private bin directory."""
+    import os
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    system = [d for d in ("/usr/bin", "/bin") if Path(d).is_dir()]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), *system]))
+    monkeypatch.setattr(
+        ollama_install, "plan_for_this_system", lambda: ollama_install.plan_for("Linux")
+    )
+    if shutil.which("ollama") is not None:
+        pytest.skip("an ollama is installed in the system directories")
+    return bin_dir
+
+
+def test_install_ollama_fails_when_the_download_fails(linux_without_ollama: Path) -> None:
+    """Offline, curl fails with 6: the install failed (``curl | sh`` used to say it worked)."""
+    _fake_curl(
+        linux_without_ollama, "echo 'curl: (6) Could not resolve host: ollama.com' >&2; exit 6"
+    )
+    result = invoke(["model", "install-ollama", "-y"])
+    assert result.exit_code == 1, result.stderr
+    assert "exit status 6" in result.stderr
+    assert "ollama installed" not in result.stderr
+    document = json_of(invoke(["--output", "json", "model", "install-ollama", "-y"]))
+    assert (document["ran"], document["returncode"]) == (True, 6)
+
+
+def test_install_ollama_fails_when_no_ollama_is_on_path_after(linux_without_ollama: Path) -> None:
+    _fake_curl(linux_without_ollama, 'printf "exit 0\\n" > "$4"')  # curl -fsSL URL -o FILE
+    result = invoke(["model", "install-ollama", "-y"])
+    assert result.exit_code == 1, result.stderr
+    assert "no 'ollama' on PATH" in result.stderr
+    assert "ollama installed" not in result.stderr
+
+
+def test_install_ollama_succeeds_when_ollama_is_on_path_after(linux_without_ollama: Path) -> None:
+    ollama = linux_without_ollama / "ollama"
+    script = f'printf "printf \'#!/bin/sh\\\\n\' > {ollama}; chmod 755 {ollama}\\n" > "$4"'
+    _fake_curl(linux_without_ollama, script)
+    result = invoke(["--output", "json", "model", "install-ollama", "-y"])
+    assert result.exit_code == 0, result.stderr
+    document = json_of(result)
+    assert (document["ran"], document["returncode"]) == (True, 0)
+    assert document["installed_at"] == str(ollama)
+    assert f"ollama installed ({ollama})" in result.stderr
 
 
 def test_install_plans_per_system() -> None:

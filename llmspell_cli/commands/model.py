@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -297,7 +296,7 @@ def install_ollama(
     """Print the official Ollama install steps for this system; run them after a yes."""
     cli = state(ctx)
     plan = ollama_install.plan_for_this_system()
-    installed = shutil.which("ollama")
+    installed = ollama_install.installed()
     report: dict[str, Any] = {
         "system": plan.system,
         "steps": list(plan.steps),
@@ -339,7 +338,18 @@ def install_ollama(
             cli.output.document(report)
         cli.output.note(f"error: '{plan.command_text}' failed with exit status {returncode}")
         raise typer.Exit(1)
-    cli.output.note("ollama installed; start it with 'ollama serve'")
+    installed = ollama_install.installed()
+    report["installed_at"] = installed
+    if installed is None:
+        # The steps said they succeeded; without an ollama on PATH that is not an install.
+        if cli.json_mode:
+            cli.output.document(report)
+        cli.output.note(
+            f"error: '{plan.command_text}' finished, but there is no 'ollama' on PATH: see"
+            f" {ollama_install.DOWNLOAD_PAGE}"
+        )
+        raise typer.Exit(1)
+    cli.output.note(f"ollama installed ({installed}); start it with 'ollama serve'")
     _finish(cli.json_mode, cli.output, report)
 
 
