@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from .base import Backend
 from .config import Config, OllamaEndpoint, OpenAIEndpoint
-from .errors import BackendUnavailable, InvalidModelSpec, LLMSpellError
+from .errors import BackendUnavailable, InvalidModelSpec, LLMSpellError, ModelNotFound
 from .spec import ModelSpec, normalize_backend, parse_spec
 from .types import (
     AvailableModel,
@@ -135,9 +136,19 @@ class ProviderManager:
         return self.route(spec, installed=True)
 
     def route(self, spec: str | ModelSpec, *, installed: bool) -> tuple[Backend, ModelSpec]:
-        """The one routing rule: an explicit ``@backend`` wins; ``hf:`` specs go to llamacpp;
-        then (with ``installed``) the first enabled backend that has the model; else
-        ``default_backend`` if enabled; else ollama if enabled; else the first enabled one.
+        """The one routing rule, first match wins:
+
+        1. an explicit ``@backend``;
+        2. ``hf:`` specs go to llamacpp;
+        3. with ``installed``, the first enabled backend that has the model;
+        4. the first enabled backend whose catalog (``available``) names the model,
+           ``default_backend`` asked first: a pull of ``qwen2.5-0.5b`` goes where it can come
+           from, and a removed catalog model is reported by the backend it came from;
+        5. with ``installed``, nothing has or knows the model: :class:`ModelNotFound` saying
+           so, with each backend's state and the close matches among what is installed and
+           what can be pulled;
+        6. a pull goes to ``default_backend`` if enabled, else ollama if enabled, else the
+           first enabled backend.
 
         A pull routes with ``installed=False``: the model is not here yet.
         """
@@ -158,6 +169,12 @@ class ProviderManager:
                 except LLMSpellError as exc:
                     log.debug("backend %s could not be asked for %s: %s", name, parsed, exc)
         default = self.config.default_backend
+        preferred = [default] if default in enabled else []
+        for name in [*preferred, *(n for n in enabled if n != default)]:
+            if parsed.model.lower() in self._catalog_names(name):
+                return self.backend(name), parsed.with_backend(name)
+        if installed:
+            raise self._not_installed_anywhere(parsed, enabled)
         name = (
             default
             if default in enabled
@@ -165,6 +182,42 @@ class ProviderManager:
         )
         assert name is not None
         return self.backend(name), parsed.with_backend(name)
+
+    def _catalog_names(self, name: str) -> set[str]:
+        """The (lower-case) names a backend's catalog offers for pulling."""
+        try:
+            return {m.name.lower() for m in self.backend(name).available()}
+        except LLMSpellError as exc:
+            log.debug("backend %s could not list its catalog: %s", name, exc)
+            return set()
+
+    def _not_installed_anywhere(self, spec: ModelSpec, enabled: list[str]) -> ModelNotFound:
+        """The error for a model no enabled backend has or knows: where it was looked for
+        (a backend that could not be asked says why) and the names close to it."""
+        searched: list[str] = []
+        names: list[str] = []
+        for name in enabled:
+            try:
+                ids = [m.id for m in self.backend(name).list_models()]
+            except LLMSpellError as exc:
+                searched.append(f"{name}: could not be asked, {exc.message}")
+            else:
+                searched.append(f"{name}: {len(ids)} installed")
+                names += [*ids, *(i.split(":", 1)[0] for i in ids)]
+            try:
+                names += [m.name for m in self.backend(name).available()]
+            except LLMSpellError:
+                pass
+        wanted = spec.name if spec.variant else spec.model
+        unique = list(dict.fromkeys(n for n in names if n != wanted))
+        close = difflib.get_close_matches(wanted, unique, n=3, cutoff=0.75)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return ModelNotFound(
+            f"model '{spec.name}' is not installed anywhere ({'; '.join(searched)}): {hint}"
+            "see `llmspell model list` for what is installed and `llmspell model available`"
+            " for what can be pulled",
+            model=spec.name,
+        )
 
     # Queries over all backends -------------------------------------------------------------
 

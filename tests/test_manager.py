@@ -165,9 +165,19 @@ def test_generations_are_chunk_streams_that_close() -> None:
         assert list(stream) == []  # a closed stream yields nothing more
 
 
-def test_unknown_model_goes_to_default_backend_else_ollama() -> None:
-    assert make()[0].resolve("phi3")[1].backend == "ollama"
-    assert make("llamacpp")[0].resolve("phi3")[1].backend == "llamacpp"
+def test_unknown_model_is_pulled_by_default_backend_else_ollama() -> None:
+    assert make()[0].route("phi3", installed=False)[1].backend == "ollama"
+    assert make("llamacpp")[0].route("phi3", installed=False)[1].backend == "llamacpp"
+    with pytest.raises(ModelNotFound, match="not installed anywhere"):
+        make("llamacpp")[0].resolve("phi3")
+
+
+def test_a_name_in_a_catalog_goes_to_that_backend() -> None:
+    manager, llama, ollama = make()  # the recorders' catalogs both offer "m"
+    assert manager.route("m", installed=False)[0] is llama  # resolution order
+    assert manager.resolve("m")[0] is llama  # not installed: the backend that knows it says so
+    manager, llama, ollama = make("ollama")
+    assert manager.route("m:latest", installed=False)[0] is ollama  # the default asked first
 
 
 def test_hf_specs_go_to_llamacpp() -> None:
@@ -196,9 +206,9 @@ def test_one_backend_down_does_not_hide_the_other() -> None:
     assert not status["ollama"].available
     assert status["ollama"].reason == "ollama is down"
     assert [m.id for m in manager.ps()] == ["gemma3-270m"]
-    # a model that only the dead backend could have falls through to the default (ollama),
-    # which then reports itself down
-    with pytest.raises(BackendUnavailable, match="ollama is down"):
+    # a model that only the dead backend could have: not installed anywhere that could be
+    # asked, and the dead backend says why it could not be
+    with pytest.raises(ModelNotFound, match=r"not installed anywhere.*ollama: could not be asked"):
         manager.info("llama3.1:8b")
 
 
@@ -217,7 +227,7 @@ def test_disabled_backends() -> None:
     with pytest.raises(BackendUnavailable, match="disabled"):
         manager.backend("ollama")
     assert manager.status()["ollama"].reason == "disabled"
-    assert manager.resolve("phi3")[1].backend == "llamacpp"
+    assert manager.route("phi3", installed=False)[1].backend == "llamacpp"
 
 
 def test_bad_specs_and_backends_are_clear_errors() -> None:

@@ -218,8 +218,11 @@ def test_500_carries_the_servers_message(serve: Make, path: str, failure: type[E
 
 def test_an_error_text_saying_not_found_is_model_not_found(serve: Make) -> None:
     backend = serve(only("/api/pull", error(500, "pull model manifest: file does not exist")))
-    with pytest.raises(ModelNotFound, match=r"pull it first.*\(Ollama: pull model manifest"):
+    with pytest.raises(
+        ModelNotFound, match=r"not in the Ollama library.*\(Ollama: pull model manifest"
+    ) as raised:
         backend.pull(PULL)
+    assert "llmspell model pull" not in raised.value.message  # never the command that failed
 
 
 def test_499_is_cancelled_and_503_busy(serve: Make) -> None:

@@ -14,6 +14,7 @@ Anything else is :class:`ModelNotFound`.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,7 +92,24 @@ def find_installed(spec: ModelSpec, models: Sequence[StoredModel], root: Path) -
             )
     raise ModelNotFound(
         f"model {spec.name!r} is not installed in the llamacpp store ({root}):"
-        " pull it, or import a GGUF file",
+        f" {_how_to_install(spec, models)}",
         model=spec.name,
         backend=BACKEND,
+    )
+
+
+def _how_to_install(spec: ModelSpec, models: Sequence[StoredModel]) -> str:
+    """What to do about a model that is not installed: a close installed id, then the pull
+    that would fetch it (a catalog name or ``hf:``), else the import."""
+    from .catalog import lookup
+
+    ids = [m.id for m in models]
+    close = difflib.get_close_matches(spec.name, [*ids, *(i.split(":", 1)[0] for i in ids)], 3)
+    hint = f"did you mean {' or '.join(dict.fromkeys(close))}? " if close else ""
+    if spec.is_hf or lookup(spec.model) is not None:
+        name = f"hf:{spec.name}" if spec.is_hf else spec.name
+        return f"{hint}pull it with `llmspell model pull {name}@llamacpp`"
+    return (
+        f"{hint}import a GGUF file with `llmspell model import FILE --name {spec.name}`, or"
+        " pull one (`llmspell model available --backend llamacpp`)"
     )

@@ -36,7 +36,7 @@ from ..types import (
     PullResult,
     Removed,
 )
-from .client import OllamaClient
+from .client import OllamaClient, not_found_message
 from .convert import (
     loaded_model,
     metrics,
@@ -217,6 +217,16 @@ class OllamaBackend:
                 event = tracker.update(line)
                 if progress is not None:
                     progress(event)
+        except ModelNotFound as exc:
+            # The client's advice for a missing model is to pull it: not for a pull.
+            detail = exc.message.removeprefix(not_found_message(name)).strip()
+            raise ModelNotFound(
+                f"model '{name}' is not in the Ollama library (Ollama at {self.base_url}"
+                f" could not find it): see `llmspell model available --backend ollama` or"
+                f" https://ollama.com/library for the names it has {detail}".rstrip(),
+                model=name,
+                backend=self.name,
+            ) from exc
         finally:
             lines.close()
         seconds = time.monotonic() - started
