@@ -161,11 +161,28 @@ def test_read_timeouts_name_timeout_seconds(serve: Make) -> None:
         return handle
 
     with pytest.raises(
-        BackendUnavailable, match=r"did not answer models within 30 s.*providers\.gpu\.timeout"
+        BackendUnavailable, match=r"did not answer models within 5 s.*providers\.gpu\.timeout"
     ):
-        serve(stall("/v1/models"), timeout_seconds=30).list_models()
+        serve(stall("/v1/models"), timeout_seconds=5).list_models()
+    with pytest.raises(BackendUnavailable, match=r"did not answer models within 10 s \(the bound"):
+        serve(stall("/v1/models"), timeout_seconds=300).list_models()
     with pytest.raises(GenerationError, match=r"did not answer chat/completions within 120 s"):
         chat(serve(stall("/v1/chat/completions")))
+
+
+def test_listings_wait_less_than_generations(serve: Make) -> None:
+    waits: dict[str, float] = {}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        waits[request.url.path] = request.extensions["timeout"]["read"]
+        return server({"/v1/chat/completions": lambda _: stream_of(CHAT)})(request)
+
+    backend = serve(handle, timeout_seconds=300)
+    chat(backend)
+    backend.health()
+    assert waits == {"/v1/models": 10.0, "/v1/chat/completions": 300.0}
+    backend.has_model(SPEC)
+    assert waits["/v1/models"] == 2.0
 
 
 # Keys ----------------------------------------------------------------------------------------

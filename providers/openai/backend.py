@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 2.0
 """Bound on ``has_model`` and on the optional ``/props`` look-up of ``info``."""
+LISTING_TIMEOUT_SECONDS = 10.0
+"""Bound on ``list``, ``status`` and ``info``: the kernel answers ``list`` and ``status`` on its
+shell's own thread, which a stalled server must not hold for the whole ``timeout_seconds``
+(that one is for generations, which may wait long for their first token)."""
 
 Json = dict[str, Any]
 
@@ -210,7 +214,8 @@ class OpenAIBackend:
     # Internals ----------------------------------------------------------------------------------
 
     def _entries(self, *, timeout: float | None = None) -> list[Json]:
-        listing = self._client.request("GET", "models", timeout=timeout)
+        bound = min(LISTING_TIMEOUT_SECONDS, self._client.timeout_seconds)
+        listing = self._client.request("GET", "models", timeout=timeout or bound)
         entries = convert.model_entries(listing)
         with self._lock:
             self._served = frozenset(str(e["id"]) for e in entries)

@@ -128,8 +128,8 @@ class OpenAIClient:
         :class:`ModelNotFound`."""
         extra: dict[str, Any] = {}
         if timeout is not None:
-            extra["timeout"] = httpx.Timeout(timeout)
-        with self._translated(path, model, failure):
+            extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS))
+        with self._translated(path, model, failure, timeout=timeout):
             try:
                 response = self._http.request(method, self._url(path), json=body, **extra)
             except httpx.RemoteProtocolError:
@@ -273,17 +273,26 @@ class OpenAIClient:
         model: str | None,
         failure: ErrorType,
         cancel: threading.Event | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Iterator[None]:
         try:
             yield
         except httpx.HTTPError as exc:
             if cancel is not None and cancel.is_set():  # we hung up: not the server's fault
                 raise Cancelled(self._interrupted(path), model=model, backend=self.backend) from exc
-            raise self._http_error(exc, path, model, failure) from exc
+            raise self._http_error(exc, path, model, failure, timeout) from exc
 
     def _http_error(
-        self, exc: httpx.HTTPError, path: str, model: str | None, failure: ErrorType
+        self,
+        exc: httpx.HTTPError,
+        path: str,
+        model: str | None,
+        failure: ErrorType,
+        timeout: float | None = None,
     ) -> LLMSpellError:
+        """``timeout``: the request's own, when it is not ``timeout_seconds``."""
+        waited = self.timeout_seconds if timeout is None else timeout
         reason = self.redact(f"{type(exc).__name__}: {exc}")
         where = f"{self.backend} at {self.base_url}"
         if isinstance(exc, httpx.ConnectError):
@@ -295,7 +304,7 @@ class OpenAIClient:
         if isinstance(exc, httpx.ConnectTimeout):
             return BackendUnavailable(
                 f"{where} did not accept a connection within "
-                f"{min(self.timeout_seconds, CONNECT_TIMEOUT_SECONDS):g} s: is the server "
+                f"{min(waited, CONNECT_TIMEOUT_SECONDS):g} s: is the server "
                 "running, and is the URL right?",
                 model=model,
                 backend=self.backend,
@@ -303,8 +312,12 @@ class OpenAIClient:
         if isinstance(exc, httpx.TimeoutException):
             kind = failure if failure is not LLMSpellError else BackendUnavailable
             return kind(
-                f"{where} did not answer {path} within {self.timeout_seconds:g} s"
-                f" (providers.{self.backend}.timeout_seconds)",
+                f"{where} did not answer {path} within {waited:g} s"
+                + (
+                    f" (providers.{self.backend}.timeout_seconds)"
+                    if waited == self.timeout_seconds
+                    else " (the bound on a listing, however long timeout_seconds is)"
+                ),
                 model=model,
                 backend=self.backend,
             )
