@@ -85,6 +85,12 @@ _POLL = 0.25
 HEARTBEAT_GRACE = 5.0
 
 OutputCallback = Callable[[str, str], None]
+InputCallback = Callable[[str, bool], str]
+"""``on_input(prompt, password)`` of :meth:`LLMSpellClient.execute`: the line the code asked
+for (without its newline), or :data:`END_OF_INPUT`."""
+END_OF_INPUT = "\x04"
+"""What an ``on_input`` handler returns at the end of its input: the code's ``input()`` raises
+``EOFError`` (ipykernel's convention)."""
 ProgressHandler = Callable[[Progress], None]
 TextHandler = Callable[[str], None]
 R = TypeVar("R", bound=Result)
@@ -120,6 +126,8 @@ class _Dispatcher(threading.Thread):
             "shell": kc.connect_shell(identity=identity),
             "control": kc.connect_control(identity=identity),
             "iopub": kc.connect_iopub(),
+            # The kernel sends input requests to the identity of the shell that asked.
+            "stdin": kc.connect_stdin(identity=identity),
         }
         self._outbox: deque[tuple[str, dict[str, Any]]] = deque()
         self._waiters: dict[str, queue.Queue[tuple[str, dict[str, Any]]]] = {}
@@ -137,6 +145,14 @@ class _Dispatcher(threading.Thread):
             self._outbox.append((channel, msg))
             os.write(self._wake_w, b"x")
         return inbox
+
+    def post(self, channel: str, msg: dict[str, Any]) -> None:
+        """Queue ``msg`` for sending when nothing answers it (an ``input_reply``)."""
+        with self._lock:
+            if self._stopping:
+                raise KernelConnectionError("the client is closed")
+            self._outbox.append((channel, msg))
+            os.write(self._wake_w, b"x")
 
     def forget(self, msg_id: str) -> None:
         with self._lock:
@@ -198,7 +214,8 @@ class _Dispatcher(threading.Thread):
             with self._lock:
                 inbox = self._waiters.get(parent_id) if parent_id else None
             if inbox is not None:
-                inbox.put(("iopub" if channel == "iopub" else "reply", msg))
+                # An input request is handled like IOPub output: by the request's callback.
+                inbox.put(("reply" if channel in ("shell", "control") else "iopub", msg))
 
 
 class LLMSpellClient:
@@ -437,9 +454,15 @@ class LLMSpellClient:
         code: str,
         *,
         on_output: OutputCallback | None = None,
+        on_input: InputCallback | None = None,
         timeout: float | None = None,
     ) -> ExecuteResult:
-        """Run ``code`` on the main shell; output is passed to ``on_output(stream, text)`` live."""
+        """Run ``code`` on the main shell; output is passed to ``on_output(stream, text)`` live.
+
+        With ``on_input`` the code may read input (``input()``): each ``input_request`` of the
+        kernel is answered, on the stdin channel, with ``on_input(prompt, password)``; without
+        it, ``input()`` raises ``StdinNotImplementedError`` in the kernel.
+        """
         outputs: list[dict[str, Any]] = []
 
         def on_iopub(msg: dict[str, Any]) -> None:
@@ -456,13 +479,17 @@ class LLMSpellClient:
                     on_output("stdout", text if text.endswith("\n") else text + "\n")
             elif msg_type == "error":
                 outputs.append({"output_type": "error", **content})
+            elif msg_type == "input_request" and on_input is not None:
+                value = on_input(str(content.get("prompt", "")), bool(content.get("password")))
+                reply = self.kc.session.msg("input_reply", {"value": value}, parent=msg["header"])
+                self._dispatcher.post("stdin", reply)
 
         request = {
             "code": code,
             "silent": False,
             "store_history": True,
             "user_expressions": {},
-            "allow_stdin": False,
+            "allow_stdin": on_input is not None,
             "stop_on_error": True,
         }
         reply = self._request(

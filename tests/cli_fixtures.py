@@ -85,11 +85,13 @@ def run_cli(
     *,
     input: str | None = None,
     timeout: float = SUBPROCESS_TIMEOUT,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``llmspell`` program."""
+    """Run the installed ``llmspell`` program (in ``cwd``, else this directory)."""
     return subprocess.run(
         [str(LLMSPELL), *args],
         env=env,
+        cwd=cwd,
         input=input if input is not None else "",
         capture_output=True,
         text=True,

@@ -42,10 +42,15 @@ FORCE_TERMINAL = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "120
 
 
 def both_modes(
-    args: list[str], session: CliSession, kernel: dict[str, Any], *, input: str | None = None
+    args: list[str],
+    session: CliSession,
+    kernel: dict[str, Any],
+    *,
+    input: str | None = None,
+    cwd: Path | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
-    embedded = run_cli(args, session.env, input=input)
-    connected = run_cli(["--connect", kernel["id"], *args], session.env, input=input)
+    embedded = run_cli(args, session.env, input=input, cwd=cwd)
+    connected = run_cli(["--connect", kernel["id"], *args], session.env, input=input, cwd=cwd)
     return embedded, connected
 
 
@@ -156,6 +161,43 @@ def test_run_a_script_in_both_modes(
     assert failed.returncode == 1
     assert f'File "{script}", line 7, in <module>' in failed.stderr
     assert failed.stderr.rstrip().endswith("RuntimeError: failing on request")
+
+
+READS_STDIN_AND_A_FILE = """\
+import sys
+name = input("name? ")
+print("hello", name, repr(sys.stdin.read()))
+with open(sys.argv[1]) as data:
+    print(data.read().strip())
+print(input())
+"""
+
+
+def test_run_reads_stdin_and_relative_paths_like_python(
+    cli_session: CliSession, daemon: dict[str, Any], tmp_path: Path
+) -> None:
+    """`echo Bob | llmspell run ask.py` raised StdinNotImplementedError; with --connect,
+    sys.stdin was empty and `-- data.csv` was looked for in the kernel's directory."""
+    (tmp_path / "ask.py").write_text(READS_STDIN_AND_A_FILE)
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    lines = "Bob\nline 2\nline 3\n"
+    local = subprocess.run(
+        [sys.executable, "ask.py", "data.csv"],
+        input=lines,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "EOFError" in local.stderr  # the last input() finds the end of stdin
+    for result in both_modes(
+        ["run", "ask.py", "--", "data.csv"], cli_session, daemon, input=lines, cwd=tmp_path
+    ):
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == local.stdout
+        assert result.stdout == "name? hello Bob 'line 2\\nline 3\\n'\na,b\n1,2\n"
+        assert result.stderr.rstrip().endswith("EOFError")
 
 
 @pytest.mark.parametrize("connected", [False, True], ids=["embedded", "connected"])

@@ -185,3 +185,116 @@ def test_the_cli_cell_calls_the_runner_and_leaves_no_name(
         exec(failing, user_ns)
     assert set(user_ns) - before == {"__builtins__"}
     assert (SCRIPT_FAILED, SCRIPT_EXIT) == ("LLMSpellScriptFailed", "LLMSpellScriptExit")
+
+
+# What differed from running the script locally (issue 21) ------------------------------------
+
+
+def test_stdin_lines_come_from_the_client_until_its_end(
+    tmp_path: Path,
+    user_ns: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``sys.stdin`` reads lines through ``input("")`` (in a kernel: the client's stdin)."""
+    lines = iter(["Bob", "second", "third"])
+
+    def client_input(prompt: str = "") -> str:
+        assert prompt in ("", "name? ")
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", client_input)
+    path = write(
+        tmp_path,
+        """\
+        import sys
+        print(input("name? "), repr(sys.stdin.readline()), repr(sys.stdin.read()))
+        print(repr(sys.stdin.read()), list(sys.stdin))
+        """,
+    )
+    stdin = sys.stdin
+    run_script(
+        path=str(path),
+        source=path.read_text(),
+        argv=[str(path)],
+        model=None,
+        directory=str(tmp_path),
+        user_ns=user_ns,
+        stdin=True,
+    )
+    assert capsys.readouterr().out.splitlines() == ["Bob 'second\\n' 'third\\n'", "'' []"]
+    assert sys.stdin is stdin
+
+
+def test_the_script_runs_in_the_given_directory(
+    tmp_path: Path, user_ns: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    (tmp_path / "data.csv").write_text("a,b\n")
+    path = write(tmp_path, "from pathlib import Path\nprint(Path('data.csv').read_text())")
+    here = os.getcwd()
+    for cwd in (str(tmp_path), str(tmp_path / "not-on-this-machine")):
+        try:
+            run_script(
+                path=str(path),
+                source=path.read_text(),
+                argv=[str(path)],
+                model=None,
+                directory=str(tmp_path),
+                user_ns=user_ns,
+                cwd=cwd,
+            )
+        except LLMSpellScriptFailed:
+            assert cwd.endswith("not-on-this-machine")  # stays in the kernel's directory
+        assert os.getcwd() == here
+    output = capsys.readouterr()
+    assert output.out == "a,b\n\n"
+    assert "FileNotFoundError" in output.err
+
+
+def test_an_llmspell_error_shows_the_scripts_frames_only(
+    tmp_path: Path, user_ns: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` with an unknown model printed frames of agent.py, manager.py, backend.py."""
+    settings = {
+        "providers": {
+            "llamacpp": {"options": {"model_directory": str(tmp_path / "models")}},
+            "ollama": {"enabled": False},
+        }
+    }
+    path = write(
+        tmp_path,
+        f"""\
+        from providers import Config, ProviderManager
+
+        def ask():
+            return ProviderManager(Config.from_dict({settings!r})).info("no-such-model")
+
+        ask()
+        """,
+    )
+    with pytest.raises(LLMSpellScriptFailed, match="ModelNotFound"):
+        run_script(
+            path=str(path),
+            source=path.read_text(),
+            argv=[str(path)],
+            model=None,
+            directory=str(tmp_path),
+            user_ns=user_ns,
+        )
+    err = capsys.readouterr().err
+    assert f'File "{path}", line 6, in <module>' in err
+    assert f'File "{path}", line 4, in ask' in err
+    assert 'File "' + str(Path(__file__).parent.parent / "providers") not in err
+    assert err.count('File "') == 2  # the script's two frames, nothing below them
+    assert (
+        err.rstrip()
+        .splitlines()[-1]
+        .startswith(
+            "providers.errors.ModelNotFound: model 'no-such-model' is not installed anywhere"
+        )
+    )

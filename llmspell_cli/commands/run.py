@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -17,19 +18,33 @@ from ..output import strip_ansi
 if TYPE_CHECKING:
     from llmspell_kernel.client import ExecuteResult
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Kernel addresses that mean "on this machine"."""
+
 # Names of the exceptions by which the script runner reports how a script ended (they become
 # the reply's ename).
 SCRIPT_FAILED = LLMSpellScriptFailed.__name__
 SCRIPT_EXIT = LLMSpellScriptExit.__name__
 
 
-def script_code(path: str, source: str, argv: list[str], model: str | None, directory: str) -> str:
+def script_code(
+    path: str,
+    source: str,
+    argv: list[str],
+    model: str | None,
+    directory: str,
+    *,
+    cwd: str | None = None,
+    stdin: bool = False,
+) -> str:
     """The cell that runs ``source`` as ``__main__`` with ``sys.argv = argv`` and
-    ``directory`` (the script's, absolute) first on ``sys.path``
+    ``directory`` (the script's, absolute) first on ``sys.path``, in ``cwd`` (when given), and
+    with ``stdin`` its ``sys.stdin`` read from the client
     (:func:`llmspell_kernel.script_runner.run_script`); it leaves no name behind."""
     call = (
         f"__llmspell_run_script(path={path!r}, source={source!r}, argv={argv!r}, "
-        f"model={model!r}, directory={directory!r}, user_ns=globals())"
+        f"model={model!r}, directory={directory!r}, user_ns=globals(), cwd={cwd!r}, "
+        f"stdin={stdin!r})"
     )
     return (
         "from llmspell_kernel.script_runner import run_script as __llmspell_run_script\n"
@@ -58,11 +73,32 @@ class _Collected:
                 self.cli.output.write(text)
 
 
-def _execute(cli: CliState, code: str) -> tuple[ExecuteResult, _Collected]:
+@dataclass
+class _Input:
+    """Answers the kernel's input requests with the lines of ``stdin`` (this process's, taken
+    before the code runs: an embedded kernel's script swaps ``sys.stdin`` in this process); the
+    prompt is output, as ``input()`` writes it to stdout."""
+
+    output: _Collected
+    stdin: TextIO
+
+    def __call__(self, prompt: str, password: bool) -> str:
+        from llmspell_kernel.client import END_OF_INPUT
+
+        if prompt:
+            self.output("stdout", prompt)
+        line = self.stdin.readline()
+        if not line:
+            return END_OF_INPUT
+        return line.removesuffix("\n")
+
+
+def _execute(cli: CliState, code: str, *, stdin: bool = True) -> tuple[ExecuteResult, _Collected]:
     collected = _Collected(cli)
     client = cli.client()
     try:
-        result = client.execute(code, on_output=collected)
+        on_input = _Input(collected, sys.stdin) if stdin else None
+        result = client.execute(code, on_output=collected, on_input=on_input)
     except KeyboardInterrupt:
         client.interrupt()
         raise
@@ -139,7 +175,11 @@ def run(
         raise typer.BadParameter(f"cannot read {script}: {exc}", param_hint="SCRIPT") from exc
     argv = [str(script), *(args or [])]
     directory = str(script.resolve().parent)
-    result, collected = _execute(cli, script_code(str(script), source, argv, model, directory))
+    client = cli.client()
+    # A kernel on this machine runs the script in this directory; one elsewhere in its own.
+    cwd = os.getcwd() if client.is_embedded or client.kc.ip in LOOPBACK else None
+    code = script_code(str(script), source, argv, model, directory, cwd=cwd, stdin=True)
+    result, collected = _execute(cli, code)
     _finish(cli, result, collected, script=True)
 
 
@@ -149,9 +189,10 @@ def exec_code(
 ) -> None:
     """Execute code in the kernel and print its output (and its result, like a cell)."""
     cli = state(ctx)
-    if code == "-":
+    from_stdin = code == "-"
+    if from_stdin:
         code = sys.stdin.read()
-    result, collected = _execute(cli, code)
+    result, collected = _execute(cli, code, stdin=not from_stdin)
     _finish(cli, result, collected, script=False)
 
 
