@@ -41,6 +41,7 @@ from .protocol import PROGRESS_TYPE, REQUEST_TYPE, STREAM_TYPE
 from .protocol.requests import (
     AvailableRequest,
     GenerateRequest,
+    CopyRequest,
     ImportRequest,
     InfoRequest,
     ListRequest,
@@ -56,6 +57,7 @@ from .protocol.requests import (
 from .protocol.results import (
     AvailableResult,
     GenerateResult,
+    CopyResult,
     ImportResult,
     InfoResult,
     ListResult,
@@ -410,6 +412,11 @@ class LLMSpellClient:
         """Register a GGUF file (a path the kernel can read)."""
         request = validate(ImportRequest, {"path": str(path), "name": name})
         return self.send(request, ImportResult, timeout=timeout)
+
+    def copy(self, model: str, name: str, *, timeout: float | None = None) -> CopyResult:
+        """A second name ``name`` for the installed ``model`` (``ollama cp``)."""
+        request = validate(CopyRequest, {"model": model, "name": name})
+        return self.send(request, CopyResult, timeout=timeout)
 
     def load(
         self,

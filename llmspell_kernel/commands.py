@@ -25,6 +25,7 @@ from providers.types import Metrics, Progress, ProgressCallback
 from .protocol.requests import (
     AvailableRequest,
     GenerateRequest,
+    CopyRequest,
     ImportRequest,
     InfoRequest,
     ListRequest,
@@ -39,6 +40,7 @@ from .protocol.requests import (
 from .protocol.results import (
     AvailableResult,
     GenerateResult,
+    CopyResult,
     ImportResult,
     InfoResult,
     ListResult,
@@ -130,6 +132,10 @@ def _available(
 ) -> AvailableResult:
     models = manager.available(request.backend, recommended_only=request.recommended)
     return AvailableResult(models=models)
+
+
+def _copy(manager: ProviderManager, request: CopyRequest, op: Operation) -> CopyResult:
+    return CopyResult(model=manager.copy(request.model, request.name))
 
 
 def _import(manager: ProviderManager, request: ImportRequest, op: Operation) -> ImportResult:
@@ -224,6 +230,7 @@ _HANDLERS: dict[type[Request], Callable[[ProviderManager, Any, Operation], Resul
     RemoveRequest: _remove,
     AvailableRequest: _available,
     ImportRequest: _import,
+    CopyRequest: _copy,
     LoadRequest: _load,
     UnloadRequest: _unload,
     PsRequest: _ps,

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from .base import Backend
 from .config import Config, OllamaEndpoint, OpenAIEndpoint
-from .errors import BackendUnavailable, InvalidModelSpec, LLMSpellError, ModelNotFound
+from .errors import (
+    BackendUnavailable,
+    InvalidModelSpec,
+    LLMSpellError,
+    ModelNotFound,
+    UnsupportedOperation,
+)
 from .spec import ModelSpec, normalize_backend, parse_spec
 from .types import (
     AvailableModel,
@@ -283,6 +289,21 @@ class ProviderManager:
 
     def import_model(self, path: str | Path, name: str | None = None) -> ModelInfo:
         return self.backend("llamacpp").import_model(Path(path), name)
+
+    def copy(self, spec: str | ModelSpec, name: str) -> ModelInfo:
+        """A second name for an installed model: in the llamacpp store, a manifest naming the
+        same blob (no bytes copied)."""
+        from .llamacpp import LlamaCppBackend
+
+        backend, parsed = self.resolve(spec)
+        if not isinstance(backend, LlamaCppBackend):
+            raise UnsupportedOperation(
+                f"copy is for models of the llamacpp store; {parsed} is on {backend.name}"
+                " (for Ollama: `ollama cp`)",
+                model=str(parsed),
+                backend=backend.name,
+            )
+        return backend.copy(parsed, name)
 
     def info(self, spec: str | ModelSpec) -> ModelInfo:
         backend, parsed = self.resolve(spec)

@@ -214,16 +214,16 @@ def test_partial_and_broken_models_are_never_listed(store: ModelStore, tmp_path:
     # A download in progress: a folder with a temporary file and no manifest.
     target = store.download_target("pulling:Q4_K_M", "file.gguf")
     target.with_name(target.name + ".partial").write_bytes(b"GGUF")
-    # A manifest whose file is shorter than recorded.
-    short = store.import_file(fake_gguf(tmp_path / "short.gguf"), "short")
+    # A manifest whose file is shorter than recorded (each file its own: one blob per content).
+    short = store.import_file(fake_gguf(tmp_path / "short.gguf", b"short"), "short")
     short.path.write_bytes(b"GGUF")
     # A manifest that is not valid JSON, and one that lacks fields.
-    bad = store.import_file(fake_gguf(tmp_path / "bad.gguf"), "bad")
+    bad = store.import_file(fake_gguf(tmp_path / "bad.gguf", b"bad"), "bad")
     (bad.folder / MANIFEST_NAME).write_text("{not json")
-    half = store.import_file(fake_gguf(tmp_path / "half.gguf"), "half")
+    half = store.import_file(fake_gguf(tmp_path / "half.gguf", b"half"), "half")
     (half.folder / MANIFEST_NAME).write_text(json.dumps({"id": "half", "source": "import"}))
     # A manifest copied into the wrong folder.
-    moved = store.import_file(fake_gguf(tmp_path / "moved.gguf"), "moved")
+    moved = store.import_file(fake_gguf(tmp_path / "moved.gguf", b"moved"), "moved")
     data = json.loads((moved.folder / MANIFEST_NAME).read_text())
     (moved.folder / MANIFEST_NAME).write_text(json.dumps({**data, "id": "elsewhere"}))
     assert [m.id for m in store.list()] == [good.id]
@@ -232,8 +232,8 @@ def test_partial_and_broken_models_are_never_listed(store: ModelStore, tmp_path:
 
 def test_listing_sees_every_change_after_a_first_listing(store: ModelStore, tmp_path: Path) -> None:
     # The store keeps parsed manifests between listings: each change must still show.
-    a = store.import_file(fake_gguf(tmp_path / "a.gguf"), "a")
-    b = store.import_file(fake_gguf(tmp_path / "b.gguf"), "b")
+    a = store.import_file(fake_gguf(tmp_path / "a.gguf", b"a"), "a")
+    b = store.import_file(fake_gguf(tmp_path / "b.gguf", b"b"), "b")
     assert [m.id for m in store.list()] == ["a", "b"]
     manifest = a.folder / MANIFEST_NAME
     data = json.loads(manifest.read_text())
@@ -362,3 +362,93 @@ def test_concurrent_imports_of_one_file_give_one_model(store: ModelStore, tmp_pa
     assert results == ["same"] * 4
     assert [m.id for m in store.list()] == ["same"]
     assert tree(store.root / ".tmp") == {}
+
+
+# Blobs: one file per content (issue 21, item 5) --------------------------------------------
+
+
+def blobs(store: ModelStore) -> list[str]:
+    folder = store.root / "blobs"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_names_of_one_file_share_one_blob(store: ModelStore, tmp_path: Path) -> None:
+    """Four names for the same file were four copies."""
+    source = fake_gguf(tmp_path / "same.gguf", b"x" * 100_000)
+    first = store.import_file(source, "a")
+    store.import_file(source, "b")
+    store.copy("a", "c")
+    store.import_file(source, "d", link=True)
+    assert [m.id for m in store.list()] == ["a", "b", "c", "d"]
+    assert blobs(store) == [f"sha256-{first.manifest.sha256}"]
+    assert {m.path for m in store.list()} == {first.path}
+    assert store.copy("a", "c") == store.get("c")  # again: nothing to do
+    with pytest.raises(InvalidRequest, match="different model is already installed as 'a'"):
+        store.import_file(fake_gguf(tmp_path / "other.gguf", b"other"), "a")
+    with pytest.raises(ModelNotFound):
+        store.copy("nothing", "e")
+    # remove deletes the blob only with its last name
+    for name in ("a", "b", "c"):
+        store.remove(name)
+        assert blobs(store) == [f"sha256-{first.manifest.sha256}"]
+        assert (
+            store.get("d") is not None and store.get("d").path.read_bytes() == source.read_bytes()
+        )  # type: ignore[union-attr]
+    store.remove("d")
+    assert blobs(store) == []
+    assert source.is_file()
+
+
+def _old_layout(root: Path, model_id: str, payload: bytes) -> Path:
+    """A model as a store written before blobs holds it: the file in the model's folder."""
+    import hashlib
+
+    folder = root / model_id.replace(":", "@")
+    folder.mkdir(parents=True)
+    data = b"GGUF" + payload
+    (folder / "model.gguf").write_bytes(data)
+    manifest = {
+        "id": model_id,
+        "source": "import",
+        "file": "model.gguf",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_store_written_before_blobs_is_migrated_on_first_use(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    one = _old_layout(root, "one:Q4_K_M", b"same")
+    two = _old_layout(root, "two", b"same")
+    three = _old_layout(root, "three", b"other")
+    store = ModelStore(root)
+    assert [m.id for m in store.list()] == ["one:Q4_K_M", "three", "two"]
+    assert len(blobs(store)) == 2  # one and two were two copies of one file
+    for folder in (one, two, three):
+        assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME]
+        assert json.loads((folder / MANIFEST_NAME).read_text())["blob"].startswith("sha256-")
+    assert store.get("two").path.read_bytes() == b"GGUFsame"  # type: ignore[union-attr]
+    store.copy("three", "three-again")
+    assert len(blobs(store)) == 2
+
+
+def test_migration_resumes_after_a_crash_at_any_step(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    blob_placed = _old_layout(root, "blob-placed", b"a")  # crashed after the blob was placed
+    manifest_written = _old_layout(root, "manifest-written", b"b")  # ...after the manifest
+    store = ModelStore(root)
+    sha_a = json.loads((blob_placed / MANIFEST_NAME).read_text())["sha256"]
+    (root / "blobs").mkdir()
+    shutil.copyfile(blob_placed / "model.gguf", root / "blobs" / f"sha256-{sha_a}")
+    data = json.loads((manifest_written / MANIFEST_NAME).read_text())
+    (root / "blobs" / f"sha256-{data['sha256']}").write_bytes(b"GGUFb")
+    (manifest_written / MANIFEST_NAME).write_text(
+        json.dumps({**data, "blob": f"sha256-{data['sha256']}"})
+    )
+    assert [m.id for m in store.list()] == ["blob-placed", "manifest-written"]
+    assert len(blobs(store)) == 2
+    for folder in (blob_placed, manifest_written):
+        assert sorted(p.name for p in folder.iterdir()) == [MANIFEST_NAME]
+    assert [m.path.read_bytes() for m in store.list()] == [b"GGUFa", b"GGUFb"]

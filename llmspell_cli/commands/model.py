@@ -244,6 +244,21 @@ def import_model(
     cli.output.line(f"imported {result.model.id} ({human_size(result.model.size_bytes)})")
 
 
+@app.command("cp")
+def copy(
+    ctx: typer.Context,
+    spec: SpecArgument,
+    name: Annotated[str, typer.Argument(metavar="NEW", help="The new name, e.g. my-gemma[:q4].")],
+) -> None:
+    """Give an installed llamacpp model a second name (no bytes are copied), like 'ollama cp'."""
+    cli = state(ctx)
+    result = cli.kernel().copy(spec, name)
+    if cli.json_mode:
+        cli.output.document(result.content())
+        return
+    cli.output.line(f"copied {spec} to {result.model.id} (the same file: no bytes copied)")
+
+
 @app.command()
 def load(ctx: typer.Context, spec: SpecArgument) -> None:
     """Bring a model into memory now (generation loads it on demand otherwise)."""

@@ -8,7 +8,7 @@ from .replies import error_reply, ok_reply, wire_safe
 from .requests import REQUESTS, Request, command_of, parse_request, validate
 from .results import RESULTS, Result
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 REQUEST_TYPE = "model_request"
 REPLY_TYPE = "model_reply"
 PROGRESS_TYPE = "model_progress"

@@ -120,6 +120,14 @@ class ImportRequest(Request):
     name: Text | None = Field(default=None, description="The model's name (default: the file's).")
 
 
+class CopyRequest(Request):
+    """A second name for an installed model (llamacpp: no bytes are copied). Since 1.1."""
+
+    command: ClassVar[str] = "copy"
+    model: Spec
+    name: Text = Field(description="The new name, e.g. my-gemma[:q4].")
+
+
 class LoadRequest(Request):
     """Load a model into memory (progress on IOPub)."""
 
@@ -172,6 +180,7 @@ REQUESTS: dict[str, type[Request]] = {
         RemoveRequest,
         AvailableRequest,
         ImportRequest,
+        CopyRequest,
         LoadRequest,
         UnloadRequest,
         PsRequest,

@@ -107,6 +107,11 @@ class ImportResult(Result):
     model: ModelInfo
 
 
+class CopyResult(Result):
+    command: ClassVar[str] = "copy"
+    model: ModelInfo = Field(description="The model under its new name.")
+
+
 class LoadResult(Result):
     command: ClassVar[str] = "load"
     model: LoadedModel
@@ -139,6 +144,7 @@ RESULTS: dict[str, type[Result]] = {
         RemoveResult,
         AvailableResult,
         ImportResult,
+        CopyResult,
         LoadResult,
         UnloadResult,
         PsResult,

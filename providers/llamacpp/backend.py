@@ -188,6 +188,11 @@ class LlamaCppBackend:
         model = self.store.import_file(source, model_id, link=link, inspect=inspect)
         return self._describe(model)
 
+    def copy(self, spec: ModelSpec, name: str) -> ModelInfo:
+        """``name`` for the installed model ``spec`` names: the same blob, no bytes copied."""
+        model = self._find(spec)
+        return self._describe(self.store.copy(model.id, import_id(name)))
+
     def pull(
         self,
         spec: ModelSpec,

@@ -1,5 +1,13 @@
-"""The model store: one folder per model id under the store root, holding the GGUF file and a
-``manifest.json``.
+"""The model store: one folder per model id under the store root, holding its
+``manifest.json``, and the GGUF files stored once each by their sha256 in ``blobs/``
+(``blobs/sha256-<hex>``, as Ollama stores them).
+
+Several ids may name one blob (a second import of a file, ``model cp``, a pull of a file that
+is already here): none of them costs a copy, and removing an id deletes its blob only when no
+other id uses it. A store written before blobs (the file inside the model's folder) is moved to
+blobs on first use, one model at a time and crash-safe: the blob is hard-linked (else copied)
+into place before the manifest names it, and the folder's file is deleted only after; every
+step can be repeated after a crash.
 
 Only a folder whose manifest is complete and whose file exists with the manifest's size is a
 model: a download or import in progress (temporary files in the model's folder or in ``.tmp``)
@@ -10,14 +18,16 @@ so nothing outside the store is ever written or deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +38,7 @@ from ..spec import ModelSpec
 
 MANIFEST_NAME = "manifest.json"
 TMP_DIR_NAME = ".tmp"
+BLOBS_DIR_NAME = "blobs"
 INCOMING_SUFFIX = ".incoming"
 """A pull downloads to ``<file>.incoming`` (its bytes in progress beside it, in
 ``<file>.incoming.partial``) and moves it into place only once it is verified."""
@@ -40,6 +51,8 @@ _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.gguf", re.IGNORECASE)
 _FOLDER_CHARS = str.maketrans({":": "@", "/": "~"})
 
 Source = Literal["import", "catalog", "hf"]
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -69,6 +82,11 @@ def is_gguf(path: Path) -> bool:
         return handle.read(len(GGUF_MAGIC)) == GGUF_MAGIC
 
 
+def blob_name(sha256: str) -> str:
+    """The file name of the blob whose content has this sha256."""
+    return f"sha256-{sha256.lower()}"
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -96,6 +114,9 @@ class Manifest:
     imported_at: str | None = None
     original_path: str | None = None
     linked: bool = False
+    blob: str | None = None
+    """``sha256-<hex>``: the file is ``blobs/<blob>``; None in a store written before blobs
+    (the file is ``file`` in the model's folder until it is migrated)."""
 
     @property
     def installed_at(self) -> str | None:
@@ -123,6 +144,7 @@ class Manifest:
             and manifest.size > 0
             and isinstance(manifest.sha256, str)
             and len(manifest.sha256) == 64
+            and (manifest.blob is None or manifest.blob == blob_name(manifest.sha256))
         )
         return manifest if valid else None
 
@@ -140,6 +162,9 @@ class StoredModel:
 
     @property
     def path(self) -> Path:
+        """The GGUF file: its blob (``file`` in the folder for a model not yet migrated)."""
+        if self.manifest.blob is not None:
+            return self.folder.parent / BLOBS_DIR_NAME / self.manifest.blob
         return self.folder / self.manifest.file
 
 
@@ -148,11 +173,13 @@ class ModelStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser()
-        self._lock = threading.Lock()
+        # Re-entrant: a lookup under the lock may migrate the store, which takes it too.
+        self._lock = threading.RLock()
         # Parsed manifests by folder, with the (inode, mtime, size) of the file they came from:
         # a manifest is only ever replaced by a rename, which changes the inode. Listing then
         # costs two stats a model instead of reading and parsing every manifest.
         self._manifests: dict[Path, tuple[tuple[int, int, int], Manifest | None]] = {}
+        self._migrated = False
 
     # Paths --------------------------------------------------------------------------------
 
@@ -173,12 +200,23 @@ class ModelStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / BLOBS_DIR_NAME / blob_name(sha256)
+
+    def has_blob(self, sha256: str, size: int) -> bool:
+        """Whether the file with this sha256 (and size) is stored already."""
+        try:
+            return self.blob_path(sha256).stat().st_size == size
+        except OSError:
+            return False
+
     # Queries ------------------------------------------------------------------------------
 
     def list(self) -> list[StoredModel]:
         """Complete models, sorted by id."""
         if not self.root.is_dir():
             return []
+        self._migrate_once()
         models = []
         folders = set()
         with os.scandir(self.root) as entries:
@@ -198,6 +236,7 @@ class ModelStore:
         folder = self.folder_for(model_id)
         if folder.is_symlink() or not folder.is_dir():
             return None
+        self._migrate_once()
         model = self._read(folder)
         return model if model is not None and model.id == model_id else None
 
@@ -215,11 +254,12 @@ class ModelStore:
             self._manifests[folder] = (key, manifest)
         if manifest is None:
             return None
+        model = StoredModel(manifest, folder)
         try:
-            size = (folder / manifest.file).stat().st_size
+            size = model.path.stat().st_size
         except OSError:
             return None
-        return StoredModel(manifest, folder) if size == manifest.size else None
+        return model if size == manifest.size else None
 
     @staticmethod
     def _parse_manifest(folder: Path) -> Manifest | None:
@@ -271,11 +311,11 @@ class ModelStore:
             raise ModelLoadError(
                 f"cannot read {source}: {exc.strerror or exc}", model=model_id
             ) from exc
+        digest = sha256_of(source)
         existing = self.get(model_id)
-        if existing is not None and existing.manifest.size == size:
-            if sha256_of(source) == existing.manifest.sha256:
-                return existing
         if existing is not None:
+            if existing.manifest.sha256 == digest:
+                return existing
             raise InvalidRequest(
                 f"a different model is already installed as {model_id!r}: remove it first, or"
                 " import under another name",
@@ -285,9 +325,14 @@ class ModelStore:
         tmp = self.tmp_dir() / f"{uuid.uuid4().hex}.partial"
         created = False
         try:
-            linked = link and _link(source, tmp)
-            digest = sha256_of(source) if linked else _copy_hashing(source, tmp)
-            extra = inspect(tmp) if inspect is not None else {}
+            # A file the store has already costs no copy: this id names the same blob.
+            stored = self.has_blob(digest, size)
+            linked = False
+            if not stored:
+                linked = link and _link(source, tmp)
+                if not linked and _copy_hashing(source, tmp) != digest:
+                    raise ModelLoadError(f"{source} changed while it was imported", model=model_id)
+            extra = inspect(self.blob_path(digest) if stored else tmp) if inspect else {}
             manifest = Manifest(
                 id=model_id,
                 source="import",
@@ -297,6 +342,7 @@ class ModelStore:
                 imported_at=utc_now(),
                 original_path=str(source.resolve()),
                 linked=linked,
+                blob=blob_name(digest),
                 **extra,
             )
             with self._lock:
@@ -311,7 +357,8 @@ class ModelStore:
                     )
                 created = not folder.exists()
                 folder.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, folder / manifest.file)
+                if not stored:
+                    self._store_blob(tmp, digest, size)
                 self._write_manifest(folder, manifest)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -322,6 +369,42 @@ class ModelStore:
         assert model is not None
         return model
 
+    def copy(self, source_id: str, new_id: str) -> StoredModel:
+        """``new_id`` for the model ``source_id``: a second manifest naming the same blob (no
+        bytes are copied). Copying onto an id that already names the same file is a no-op."""
+        source = self.get(source_id)
+        if source is None:
+            raise ModelNotFound(f"model {source_id!r} is not installed", model=source_id)
+        folder = self.folder_for(new_id)
+        with self._lock:
+            existing = self.get(new_id)
+            if existing is not None:
+                if existing.manifest.sha256 == source.manifest.sha256:
+                    return existing
+                raise InvalidRequest(
+                    f"a different model is already installed as {new_id!r}: remove it first,"
+                    " or copy to another name",
+                    model=new_id,
+                )
+            if source.manifest.blob is None:  # not migrated yet (migration failed for it)
+                raise InvalidRequest(
+                    f"{source_id} is stored in its folder, not as a blob: it cannot be copied"
+                    " without copying its bytes",
+                    model=source_id,
+                )
+            manifest = dataclasses.replace(source.manifest, id=new_id)
+            created = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                self._write_manifest(folder, manifest)
+            except BaseException:
+                if created:
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
+        model = self.get(new_id)
+        assert model is not None
+        return model
+
     def download_target(self, model_id: str, file_name: str) -> Path:
         """Where a download of ``model_id`` must end up (its folder is created)."""
         folder = self.folder_for(model_id)
@@ -329,15 +412,19 @@ class ModelStore:
         return folder / file_name_for(file_name)
 
     def commit(self, manifest: Manifest) -> StoredModel:
-        """Record a downloaded file (already in place) as installed."""
+        """Record a downloaded file (already in place, in the model's folder) as installed:
+        it becomes the blob ``manifest`` names."""
         folder = self.folder_for(manifest.id)
-        actual = (folder / manifest.file).stat().st_size
+        placed = folder / manifest.file
+        actual = placed.stat().st_size
         if actual != manifest.size:
             raise ModelLoadError(
                 f"{manifest.id}: file has {actual} bytes, expected {manifest.size}",
                 model=manifest.id,
             )
+        manifest = dataclasses.replace(manifest, blob=blob_name(manifest.sha256))
         with self._lock:
+            self._store_blob(placed, manifest.sha256, manifest.size)
             self._write_manifest(folder, manifest)
         model = self.get(manifest.id)
         assert model is not None
@@ -348,15 +435,28 @@ class ModelStore:
         folder is created). Another pull of the same file resumes what is left there."""
         return incoming_path(self.download_target(model_id, file_name))
 
-    def install_download(self, incoming: Path, manifest: Manifest) -> StoredModel:
-        """Move the verified download ``incoming`` into place and record it.
+    def install_download(self, incoming: Path | None, manifest: Manifest) -> StoredModel:
+        """Move the verified download ``incoming`` into the blobs and record it (``None``: the
+        blob ``manifest`` names is stored already, nothing was downloaded).
 
         A model installed under the same id stays listed and usable until this moment; then
-        its manifest is replaced atomically (its file too when it has the same name, else
-        that file is deleted afterwards).
+        its manifest is replaced atomically, and its previous blob is deleted if no id uses it
+        any more.
         """
         folder = self.folder_for(manifest.id)
-        dest = folder / manifest.file
+        manifest = dataclasses.replace(manifest, blob=blob_name(manifest.sha256))
+        if incoming is None:
+            if not self.has_blob(manifest.sha256, manifest.size):
+                raise ModelNotFound(f"{manifest.id}: its blob is not stored", model=manifest.id)
+            with self._lock:
+                previous = self.get(manifest.id)
+                folder.mkdir(parents=True, exist_ok=True)
+                self._write_manifest(folder, manifest)
+                if previous is not None:
+                    self._drop_blob_if_unused(previous.manifest)
+            model = self.get(manifest.id)
+            assert model is not None
+            return model
         if incoming.parent != folder:
             raise InvalidRequest(f"{incoming} is not a download into {folder}", model=manifest.id)
         actual = incoming.stat().st_size
@@ -367,10 +467,10 @@ class ModelStore:
             )
         with self._lock:
             previous = self.get(manifest.id)
-            os.replace(incoming, dest)
+            self._store_blob(incoming, manifest.sha256, manifest.size)
             self._write_manifest(folder, manifest)
-            if previous is not None and previous.path != dest:
-                previous.path.unlink(missing_ok=True)
+            if previous is not None:
+                self._drop_blob_if_unused(previous.manifest)
         model = self.get(manifest.id)
         assert model is not None
         return model
@@ -421,21 +521,95 @@ class ModelStore:
             pass  # not empty (a model, or a partial kept for resume) or already gone
 
     def forget(self, model_id: str) -> None:
-        """Drop the manifest and model file of ``model_id`` (before a forced re-download)."""
+        """Drop the manifest of ``model_id``, and its file unless another id uses it."""
         model = self.get(model_id)
         if model is None:
             return
         with self._lock:
             (model.folder / MANIFEST_NAME).unlink(missing_ok=True)
-            model.path.unlink(missing_ok=True)
+            self._drop_blob_if_unused(model.manifest)
 
     def remove(self, model_id: str) -> None:
-        """Delete the folder of ``model_id``; links inside it are removed, never followed."""
+        """Delete the folder of ``model_id`` (links inside it are removed, never followed), then
+        its blob if no other id uses it."""
         folder = self.folder_for(model_id)
         if folder.is_symlink() or not folder.is_dir():
             raise ModelNotFound(f"model {model_id!r} is not installed", model=model_id)
+        model = self.get(model_id)
         with self._lock:
             shutil.rmtree(folder)
+            self._manifests.pop(folder, None)
+            if model is not None:
+                self._drop_blob_if_unused(model.manifest)
+
+    # Blobs ----------------------------------------------------------------------------------
+
+    def _store_blob(self, path: Path, sha256: str, size: int) -> None:
+        """Move the verified file ``path`` to its blob (dropped when the blob is there)."""
+        blob = self.blob_path(sha256)
+        if self.has_blob(sha256, size):
+            path.unlink(missing_ok=True)
+            return
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, blob)
+
+    def _drop_blob_if_unused(self, manifest: Manifest) -> None:
+        """Delete the blob of ``manifest`` unless a listed model still uses it."""
+        if manifest.blob is None:
+            return
+        if any(m.manifest.blob == manifest.blob for m in self._complete()):
+            return
+        (self.root / BLOBS_DIR_NAME / manifest.blob).unlink(missing_ok=True)
+
+    def _complete(self) -> Sequence[StoredModel]:
+        """The models as :meth:`list` sees them, without migrating (callers hold the lock)."""
+        models = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                    continue
+                model = self._read(self.root / entry.name)
+                if model is not None:
+                    models.append(model)
+        return models
+
+    def _migrate_once(self) -> None:
+        """Move the files of a store written before blobs into ``blobs/`` (once per store
+        object; a model that cannot be moved stays usable where it is)."""
+        if self._migrated:
+            return
+        with self._lock:
+            if self._migrated:
+                return
+            self._migrated = True
+            for model in self._complete():
+                try:
+                    self._migrate(model)
+                except OSError as exc:
+                    log.warning("could not move %s into the store's blobs: %s", model.id, exc)
+
+    def _migrate(self, model: StoredModel) -> None:
+        manifest = model.manifest
+        in_folder = model.folder / manifest.file
+        if manifest.blob is not None:
+            # A crash after the manifest was written, before the folder's file was deleted.
+            if in_folder.exists() or in_folder.is_symlink():
+                in_folder.unlink()
+            return
+        if not self.has_blob(manifest.sha256, manifest.size):
+            tmp = self.tmp_dir() / f"{uuid.uuid4().hex}.partial"
+            try:
+                if in_folder.is_symlink():  # a linked import: the blob links the original
+                    tmp.symlink_to(os.readlink(in_folder))
+                elif not _link(in_folder, tmp, symlink=False):
+                    shutil.copyfile(in_folder, tmp)
+                self._store_blob(tmp, manifest.sha256, manifest.size)
+            finally:
+                tmp.unlink(missing_ok=True)
+        self._write_manifest(
+            model.folder, dataclasses.replace(manifest, blob=blob_name(manifest.sha256))
+        )
+        in_folder.unlink()
 
     def _write_manifest(self, folder: Path, manifest: Manifest) -> None:
         tmp = folder / f".{MANIFEST_NAME}.{uuid.uuid4().hex}.tmp"
@@ -448,13 +622,16 @@ def incoming_path(dest: Path) -> Path:
     return dest.with_name(dest.name + INCOMING_SUFFIX)
 
 
-def _link(source: Path, dest: Path) -> bool:
-    """Hard-link ``source`` to ``dest``, else symlink it; False when neither is possible."""
+def _link(source: Path, dest: Path, *, symlink: bool = True) -> bool:
+    """Hard-link ``source`` to ``dest``, else (with ``symlink``) symlink it; False when that is
+    not possible."""
     try:
         os.link(source, dest)
         return True
     except OSError:
         pass
+    if not symlink:
+        return False
     try:
         dest.symlink_to(source.resolve())
         return True
