@@ -40,8 +40,8 @@ from providers.types import Progress
 from .protocol import PROGRESS_TYPE, REQUEST_TYPE, STREAM_TYPE
 from .protocol.requests import (
     AvailableRequest,
-    GenerateRequest,
     CopyRequest,
+    GenerateRequest,
     ImportRequest,
     InfoRequest,
     ListRequest,
@@ -56,8 +56,8 @@ from .protocol.requests import (
 )
 from .protocol.results import (
     AvailableResult,
-    GenerateResult,
     CopyResult,
+    GenerateResult,
     ImportResult,
     InfoResult,
     ListResult,

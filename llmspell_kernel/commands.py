@@ -24,8 +24,8 @@ from providers.types import Metrics, Progress, ProgressCallback
 
 from .protocol.requests import (
     AvailableRequest,
-    GenerateRequest,
     CopyRequest,
+    GenerateRequest,
     ImportRequest,
     InfoRequest,
     ListRequest,
@@ -39,8 +39,8 @@ from .protocol.requests import (
 )
 from .protocol.results import (
     AvailableResult,
-    GenerateResult,
     CopyResult,
+    GenerateResult,
     ImportResult,
     InfoResult,
     ListResult,
