@@ -407,10 +407,16 @@ class LLMSpellClient:
         return self.send(request, AvailableResult, timeout=timeout)
 
     def import_model(
-        self, path: str | Path, name: str | None = None, *, timeout: float | None = None
+        self,
+        path: str | Path,
+        name: str | None = None,
+        *,
+        link: bool = False,
+        timeout: float | None = None,
     ) -> ImportResult:
-        """Register a GGUF file (a path the kernel can read)."""
-        request = validate(ImportRequest, {"path": str(path), "name": name})
+        """Register a GGUF file (a path the kernel can read); ``link`` links it in place
+        instead of copying it."""
+        request = validate(ImportRequest, {"path": str(path), "name": name, "link": link})
         return self.send(request, ImportResult, timeout=timeout)
 
     def copy(self, model: str, name: str, *, timeout: float | None = None) -> CopyResult:

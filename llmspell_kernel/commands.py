@@ -119,7 +119,12 @@ def _pull(manager: ProviderManager, request: PullRequest, op: Operation) -> Pull
         quantization=request.quantization,
         cancel=op.cancel,
     )
-    return PullResult(model=pulled.model, bytes=pulled.bytes, seconds=pulled.seconds)
+    return PullResult(
+        model=pulled.model,
+        bytes=pulled.bytes,
+        resumed_bytes=pulled.resumed_bytes,
+        seconds=pulled.seconds,
+    )
 
 
 def _remove(manager: ProviderManager, request: RemoveRequest, op: Operation) -> RemoveResult:
@@ -140,7 +145,7 @@ def _copy(manager: ProviderManager, request: CopyRequest, op: Operation) -> Copy
 
 def _import(manager: ProviderManager, request: ImportRequest, op: Operation) -> ImportResult:
     path = Path(request.path).expanduser().absolute()
-    return ImportResult(model=manager.import_model(path, request.name))
+    return ImportResult(model=manager.import_model(path, request.name, link=request.link))
 
 
 def _load(manager: ProviderManager, request: LoadRequest, op: Operation) -> LoadResult:

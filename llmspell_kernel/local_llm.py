@@ -145,9 +145,11 @@ class LocalLLM:
         finally:
             line.finish()
 
-    def import_model(self, path: str | Path, name: str | None = None) -> Row:
-        """Register a GGUF file that is already on disk (llamacpp)."""
-        model: Row = self.run(ImportRequest, {"path": str(path), "name": name}).content()["model"]
+    def import_model(self, path: str | Path, name: str | None = None, *, link: bool = False) -> Row:
+        """Register a GGUF file that is already on disk (llamacpp): copied, or linked in
+        place with ``link``."""
+        fields = {"path": str(path), "name": name, "link": link}
+        model: Row = self.run(ImportRequest, fields).content()["model"]
         return model
 
     def remove(self, spec: str) -> Row:

@@ -287,8 +287,17 @@ class ProviderManager:
         backend, parsed = self.route(spec, installed=False)
         return backend.pull(parsed, progress, force=force, quantization=quantization, cancel=cancel)
 
-    def import_model(self, path: str | Path, name: str | None = None) -> ModelInfo:
-        return self.backend("llamacpp").import_model(Path(path), name)
+    def import_model(
+        self, path: str | Path, name: str | None = None, *, link: bool = False
+    ) -> ModelInfo:
+        """Register a GGUF file in the llamacpp store: copied, or with ``link`` linked in
+        place (hard link, else symlink)."""
+        from .llamacpp import LlamaCppBackend
+
+        backend = self.backend("llamacpp")
+        if not isinstance(backend, LlamaCppBackend):
+            raise UnsupportedOperation("import is for the llamacpp store", backend=backend.name)
+        return backend.import_model(Path(path), name, link=link)
 
     def copy(self, spec: str | ModelSpec, name: str) -> ModelInfo:
         """A second name for an installed model: in the llamacpp store, a manifest naming the

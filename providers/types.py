@@ -179,12 +179,22 @@ class BackendHealth:
 
 @dataclass(frozen=True)
 class PullResult:
+    """What a pull did: ``bytes`` transferred by this pull, ``resumed_bytes`` kept from an
+    interrupted earlier one (their sum is the file's size after a download; both are 0 when
+    the model was installed already)."""
+
     model: ModelInfo
     bytes: int
     seconds: float
+    resumed_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "bytes": self.bytes, "seconds": self.seconds}
+        return {
+            "model": self.model.to_dict(),
+            "bytes": self.bytes,
+            "resumed_bytes": self.resumed_bytes,
+            "seconds": self.seconds,
+        }
 
 
 @dataclass(frozen=True)

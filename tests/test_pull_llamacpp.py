@@ -117,9 +117,11 @@ def test_dropped_connection_then_repull_resumes(
     assert not backend.has_model(ModelSpec.parse("gemma3-270m"))
 
     gemma_hub.faults.reset()
-    pulled, events = pull(backend, "gemma3-270m")
+    events: list[Progress] = []
+    result = backend.pull(ModelSpec.parse("gemma3-270m"), events.append)
 
-    assert pulled == gemma_path.stat().st_size
+    assert result.resumed_bytes == cut
+    assert result.bytes == gemma_path.stat().st_size - cut  # only the rest was downloaded
     last = gemma_hub.downloads(CATALOG_FILE)[-1]
     assert (last.range, last.status) == (f"bytes={cut}-", 206)
     downloading = [e.completed for e in events if e.phase == "downloading" and e.completed]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from .. import ollama_install
 from ..context import state
 from ..output import Output, human_size, short_time
 from ..progress import ModelProgress
+
+if TYPE_CHECKING:
+    from llmspell_kernel.protocol.results import PullResult
 
 app = typer.Typer(help="List, pull, inspect, load and remove models.", no_args_is_help=True)
 
@@ -90,18 +93,36 @@ def pull(
         typer.Option("--quantization", "-q", help="Quantization to pull (e.g. Q4_K_M)."),
     ] = None,
 ) -> None:
-    """Download a model, with a live progress bar (bytes, speed, ETA)."""
+    """Download a model, with a live progress bar (bytes, speed, ETA). An interrupted pull
+    keeps what it downloaded; the next pull of the model resumes there."""
     cli = state(ctx)
     kernel = cli.kernel()
-    if cli.json_mode:
-        result = kernel.pull(spec, force=force, quantization=quantization)
-        cli.output.document(result.content())
-        return
-    with ModelProgress(cli.output.err, spec) as progress:
-        result = kernel.pull(spec, force=force, quantization=quantization, on_progress=progress)
-    cli.output.line(
-        f"pulled {result.model.id} ({human_size(result.model.size_bytes)},"
-        f" {human_size(result.bytes)} downloaded in {result.seconds:.1f} s)"
+    try:
+        if cli.json_mode:
+            result = kernel.pull(spec, force=force, quantization=quantization)
+            cli.output.document(result.content())
+            return
+        with ModelProgress(cli.output.err, spec) as progress:
+            result = kernel.pull(spec, force=force, quantization=quantization, on_progress=progress)
+    except KeyboardInterrupt as exc:
+        cli.output.note(
+            f"\ninterrupted: the partial download is kept; `llmspell model pull {spec}` resumes it"
+        )
+        raise typer.Exit(130) from exc
+    cli.output.line(pull_summary(result))
+
+
+def pull_summary(result: PullResult) -> str:
+    """``pulled ID (SIZE, N downloaded in S s)``; a resumed pull says how much was resumed."""
+    size = human_size(result.model.size_bytes)
+    if not result.resumed_bytes:
+        return (
+            f"pulled {result.model.id} ({size}, {human_size(result.bytes)} downloaded"
+            f" in {result.seconds:.1f} s)"
+        )
+    return (
+        f"pulled {result.model.id} ({size}; {human_size(result.bytes)} downloaded,"
+        f" {human_size(result.resumed_bytes)} resumed) in {result.seconds:.1f} s"
     )
 
 
@@ -233,11 +254,20 @@ def import_model(
     name: Annotated[
         str | None, typer.Option("--name", "-n", help="Store id, e.g. gemma3-270m[:Q4_K_M].")
     ] = None,
+    link: Annotated[
+        bool,
+        typer.Option(
+            "--link",
+            help="Link the file in place (hard link, else symlink) instead of copying it;"
+            " it must then stay where it is.",
+        ),
+    ] = False,
 ) -> None:
-    """Register a GGUF file that is already on disk (llamacpp)."""
+    """Register a GGUF file that is already on disk (llamacpp): copied into the store, or
+    linked in place with --link."""
     cli = state(ctx)
     # Relative paths mean this shell's directory, not the kernel's.
-    result = cli.kernel().import_model(path.expanduser().absolute(), name)
+    result = cli.kernel().import_model(path.expanduser().absolute(), name, link=link)
     if cli.json_mode:
         cli.output.document(result.content())
         return

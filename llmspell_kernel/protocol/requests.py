@@ -118,6 +118,11 @@ class ImportRequest(Request):
     command: ClassVar[str] = "import"
     path: Text = Field(description="Absolute, or relative to the kernel's working directory.")
     name: Text | None = Field(default=None, description="The model's name (default: the file's).")
+    link: StrictBool = Field(
+        default=False,
+        description="Link the file in place (hard link, else symlink) instead of copying it;"
+        " the file must then stay where it is. Since 1.1.",
+    )
 
 
 class CopyRequest(Request):

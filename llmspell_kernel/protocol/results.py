@@ -84,7 +84,12 @@ class InfoResult(Result):
 class PullResult(Result):
     command: ClassVar[str] = "pull"
     model: ModelInfo
-    bytes: int = Field(description="Bytes downloaded.")
+    bytes: int = Field(description="Bytes downloaded by this pull.")
+    resumed_bytes: int = Field(
+        default=0,
+        description="Bytes an interrupted earlier pull had downloaded, kept and not downloaded"
+        " again (llamacpp). Since 1.1.",
+    )
     seconds: float
 
 

@@ -48,7 +48,7 @@ from .generation import (
 )
 from .ids import BACKEND, find_installed, id_from_file, import_id
 from .metadata import quantization_of, read_metadata
-from .native import native_errors, prepare_llama_cpp
+from .native import broken_weights, native_errors, prepare_llama_cpp
 from .pull import PullProgress, download_and_install, pull_target
 from .store import ModelStore, StoredModel
 from .templates import choose_template
@@ -213,15 +213,16 @@ class LlamaCppBackend:
             report("done", existing.manifest.size, existing.manifest.size)
             return PullResult(model=self._describe(existing), bytes=0, seconds=0.0)
 
-        model = download_and_install(self.store, target, report, cancel)
+        model, resumed = download_and_install(self.store, target, report, cancel)
         if existing is not None:
             self.cache.unload(target.model_id)  # the next load reads the new file
         size = model.manifest.size
         report.past_return("done", size, size)
         return PullResult(
             model=self._describe(model),
-            bytes=size,
+            bytes=size - resumed,
             seconds=round(time.perf_counter() - started, 3),
+            resumed_bytes=resumed,
         )
 
     def remove(self, spec: ModelSpec) -> Removed:
@@ -377,7 +378,7 @@ class LlamaCppBackend:
         threads = self.options.n_threads or cpu_count()
         with native_errors() as errors:
             try:
-                return Llama(
+                llama = Llama(
                     model_path=str(model.path),
                     n_ctx=n_ctx,
                     n_threads=threads,
@@ -391,6 +392,16 @@ class LlamaCppBackend:
                     model=model.id,
                     backend=BACKEND,
                 ) from exc
+        broken = broken_weights(llama)
+        if broken is not None:
+            llama.close()
+            raise ModelLoadError(
+                f"cannot use {model.id} from {model.path}: {broken}; remove it"
+                f" (llmspell model remove {model.id}@{BACKEND}) and import or pull it again",
+                model=model.id,
+                backend=BACKEND,
+            )
+        return llama
 
     def _row(self, model: StoredModel) -> ModelInfo:
         manifest = model.manifest

@@ -230,11 +230,14 @@ def download(
     cancel: threading.Event | None = None,
     *,
     transport: httpx.BaseTransport | None = None,
+    on_resumed: Callable[[int], None] | None = None,
 ) -> str:
     """Download ``file`` to ``dest``, verified; returns its sha256 (hex).
 
     Bytes go to ``<dest>.partial`` (kept when the transfer is interrupted or cancelled, and
     resumed by the next call); ``dest`` appears, atomically, only once size and sha256 match.
+    ``on_resumed(n)`` is told, once the file is verified, how many of its bytes an earlier call
+    had left in the partial file and were kept (0 when the transfer started from scratch).
     ``transport`` replaces httpx's own for the transfer (a mock, in tests); with one that has
     no sockets a cancel is noticed between chunks only, not while a read waits (see
     :mod:`providers.hangup`).
@@ -250,7 +253,9 @@ def download(
     partial = partial_path(dest)
     try:
         with _exclusive(file, partial):
-            return _download_locked(file, dest, partial, url, progress, cancel, transport)
+            digest, resumed = _download_locked(
+                file, dest, partial, url, progress, cancel, transport
+            )
     except LLMSpellError:
         raise
     except Exception as exc:  # the one boundary: nothing foreign gets past it
@@ -259,6 +264,9 @@ def download(
             f"{type(exc).__name__}: {exc}",
             model=file.repo,
         ) from exc
+    if on_resumed is not None:
+        on_resumed(resumed)
+    return digest
 
 
 @contextlib.contextmanager
@@ -289,7 +297,8 @@ def _download_locked(
     progress: ProgressFn | None,
     cancel: threading.Event | None,
     transport: httpx.BaseTransport | None,
-) -> str:
+) -> tuple[str, int]:
+    """The sha256 of the verified file at ``dest``, and how many of its bytes were resumed."""
     meta_path = partial.with_name(partial.name + ".json")
     meta = _PartialMeta(file.repo, file.filename, file.size, file.sha256)
     _discard_stale_partial(partial, meta_path, meta)
@@ -329,7 +338,7 @@ def _download_locked(
     except OSError as exc:
         raise DownloadError(f"cannot move the download to {dest}: {exc}", model=file.repo) from exc
     _delete(meta_path)
-    return digest
+    return digest, target.resumed
 
 
 class _Target:
@@ -339,6 +348,8 @@ class _Target:
         self.handle = handle
         self.total = total
         self.size = 0
+        self.resumed = 0
+        """Bytes an earlier call left in the file that this one kept (0 once it starts over)."""
         self._hash = hashlib.sha256()
         self._progress = progress
         self._step = max(total // MAX_PROGRESS_EVENTS, 1)
@@ -355,6 +366,7 @@ class _Target:
             _check_cancel(file, cancel)
             self._hash.update(block)
             self.size += len(block)
+        self.resumed = self.size
         self.report(force=True)
 
     def append(self, chunk: bytes) -> None:
@@ -368,6 +380,7 @@ class _Target:
         self.handle.truncate()
         self._hash = hashlib.sha256()
         self.size = 0
+        self.resumed = 0
         self.report(force=True)
 
     def report(self, *, force: bool = False) -> None:

@@ -138,3 +138,27 @@ def prepare_llama_cpp() -> None:
             _installed = callback
         if cpu_has_amx():
             _ensure_no_extra_buffer_types()
+
+
+def broken_weights(llama: Any) -> str | None:
+    """Why the weights of a loaded model cannot be right, or None: the logits of one
+    evaluated token (BOS) are NaN or infinite, or all the same (a file whose tensor data is
+    garbage loads without complaint and then generates nothing). The context is reset after;
+    the evaluation also pages the weights in, which the first generation would do anyway."""
+    import llama_cpp
+    import numpy as np
+
+    try:
+        llama.eval([llama.token_bos()])
+        logits = np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(llama.ctx, -1), shape=(llama.n_vocab(),)
+        )
+        finite = bool(np.isfinite(logits).all())
+        spread = float(np.ptp(logits)) if finite else 0.0
+    finally:
+        llama.reset()
+    if not finite:
+        return "its weights give NaN or infinite logits (the tensor data is corrupt)"
+    if spread == 0.0:
+        return "its weights give the same logit for every token (the tensor data is corrupt)"
+    return None

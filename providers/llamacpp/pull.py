@@ -84,8 +84,9 @@ def download_and_install(
     target: PullTarget,
     report: PullProgress,
     cancel: threading.Event | None,
-) -> StoredModel:
-    """Resolve ``target`` on the Hub, download and verify its file, and install it."""
+) -> tuple[StoredModel, int]:
+    """Resolve ``target`` on the Hub, download and verify its file, and install it; returns
+    the model and how many of its bytes an interrupted earlier pull had left and were kept."""
     from . import hub
 
     model_id = target.model_id
@@ -94,10 +95,20 @@ def download_and_install(
     file = hub.resolve(target.repo, target.quant)
     check_cancel("pull of", model_id, cancel)
     incoming = store.incoming_path(model_id, file.filename)
+    kept = 0
+
+    def resumed(size: int) -> None:
+        nonlocal kept
+        kept = size
+
     try:
         report("downloading", 0, file.size)
         digest = hub.download(
-            file, incoming, lambda done, total: report("downloading", done, total), cancel
+            file,
+            incoming,
+            lambda done, total: report("downloading", done, total),
+            cancel,
+            on_resumed=resumed,
         )
         report.past_return("verifying", file.size, file.size)
         try:
@@ -116,6 +127,6 @@ def download_and_install(
             pulled_at=utc_now(),
             **metadata.manifest_fields(file.quant.upper() or target.quant),
         )
-        return store.install_download(incoming, manifest)
+        return store.install_download(incoming, manifest), kept
     finally:
         store.tidy(model_id)

@@ -298,6 +298,11 @@ class ModelStore:
         folder = self.folder_for(model_id)
         source = source.expanduser()
         try:
+            if source.is_dir():
+                raise ModelLoadError(
+                    f"{source} is a directory, not a GGUF model file (name the .gguf file in it)",
+                    model=model_id,
+                )
             if not source.is_file():
                 raise ModelNotFound(f"no such file: {source}", model=model_id)
             if not is_gguf(source):
