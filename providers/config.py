@@ -22,12 +22,14 @@ from platformdirs import user_config_path, user_data_path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .options import OPTION_NAMES, GenerationOptions
 from .spec import BACKEND_ALIASES, BACKENDS, normalize_backend
 
 CONFIG_ENV = "LLMSPELL_CONFIG"
 MODELS_ENV = "LLMSPELL_MODELS"
 OLLAMA_HOST_ENV = "OLLAMA_HOST"
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+DEFAULT_STALL_SECONDS = 10.0
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENDPOINT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -59,6 +61,9 @@ class LlamaCppOptions(_Strict):
     max_loaded_models: int = Field(default=2, ge=1)
     keep_alive: float = Field(default=300.0, ge=0)
     """Seconds an idle model stays loaded; 0 = until evicted or unloaded."""
+    stall_seconds: float = Field(default=DEFAULT_STALL_SECONDS, ge=0)
+    """A generation whose reader stopped reading (a half-read stream) loses the model after
+    this many seconds when another request waits for it; 0 = never."""
 
 
 class LlamaCppConfig(_Strict):
@@ -144,10 +149,23 @@ ENDPOINT_TYPES: dict[str, type[OpenAIEndpoint] | type[OllamaEndpoint]] = {
 class Config(_Strict):
     default_backend: str | None = None
     providers: ProvidersConfig = ProvidersConfig()
+    generation: GenerationOptions = Field(default_factory=GenerationOptions)
+    """``[generation]``: default options of every generation on every backend; a request's
+    own options win (see :func:`providers.options.with_defaults`)."""
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     """The named endpoints (``[providers.NAME]`` with a ``type``), in the file's order."""
     source: Path | None = Field(default=None, exclude=True)
     """The file this came from, None for defaults."""
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _generation_keys(cls, value: Any) -> Any:
+        unknown = sorted(set(value) - set(OPTION_NAMES)) if isinstance(value, dict) else []
+        if unknown:  # pydantic's own message for a dataclass is "Unexpected keyword argument"
+            raise ValueError(
+                f"unknown option {unknown[0]!r} (expected one of {', '.join(OPTION_NAMES)})"
+            )
+        return value
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Config:

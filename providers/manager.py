@@ -18,6 +18,7 @@ from .errors import (
     ModelNotFound,
     UnsupportedOperation,
 )
+from .options import with_defaults
 from .spec import ModelSpec, normalize_backend, parse_spec
 from .types import (
     AvailableModel,
@@ -339,7 +340,7 @@ class ProviderManager:
         cancel: threading.Event | None = None,
     ) -> ChunkStream:
         backend, parsed = self.resolve(spec)
-        return backend.chat(parsed, messages, options or GenerationOptions(), cancel=cancel)
+        return backend.chat(parsed, messages, self.generation_options(options), cancel=cancel)
 
     def complete(
         self,
@@ -350,7 +351,12 @@ class ProviderManager:
         cancel: threading.Event | None = None,
     ) -> ChunkStream:
         backend, parsed = self.resolve(spec)
-        return backend.complete(parsed, prompt, options or GenerationOptions(), cancel=cancel)
+        return backend.complete(parsed, prompt, self.generation_options(options), cancel=cancel)
+
+    def generation_options(self, options: GenerationOptions | None) -> GenerationOptions:
+        """A request's options completed from the config's ``[generation]`` table (what the
+        request sets wins): what every caller of a backend's ``chat``/``complete`` passes."""
+        return with_defaults(options or GenerationOptions(), self.config.generation)
 
     def close(self) -> None:
         with self._lock:

@@ -89,6 +89,24 @@ OPTION_FIELDS: dict[str, FieldInfo] = GenerationOptions.__pydantic_fields__  # t
 OPTION_NAMES: tuple[str, ...] = tuple(OPTION_FIELDS)
 
 
+def with_defaults(options: GenerationOptions, *defaults: GenerationOptions) -> GenerationOptions:
+    """``options`` with every option it leaves unset (``None``; no stop strings) taken from the
+    first of ``defaults`` that sets it.
+
+    The one rule by which defaults apply: a request's own options win over the config's
+    ``[generation]`` table (:meth:`providers.ProviderManager.generation_options`), which wins
+    over a backend's built-in defaults (the llamacpp backend's are Ollama's).
+    """
+    values: dict[str, Any] = {}
+    for name in OPTION_NAMES:
+        for layer in (options, *defaults):
+            value = getattr(layer, name)
+            if value is not None and value != ():
+                values[name] = value
+                break
+    return GenerationOptions(**values)
+
+
 def option_location(loc: tuple[int | str, ...]) -> str:
     """``('options', 'top_p')`` or ``('top_p',)`` → ``option 'top_p'``."""
     names = [part for part in loc if isinstance(part, str) and part != "options"]

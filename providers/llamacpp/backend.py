@@ -5,9 +5,11 @@
 generation loop (:mod:`.generation`). The llama_cpp exceptions of a model load are translated
 here (``_load_llama``), those of a generation in :mod:`.generation`, with ``raise ... from exc``.
 The backend is synchronous and thread-safe: the kernel calls it from worker threads.
-Generations on one model are serialized (a llama.cpp context is not thread-safe); a consumer
-that calls ``close()`` on a stream stops the generation at once and leaves the model ready for
-the next one.
+Generations on one model take turns, first come first served (:mod:`.turns`; a llama.cpp
+context is not thread-safe): a stream waiting for its turn yields ``Chunk(queued=N)`` at least
+every 0.25 s, and a stream whose reader stopped reading gives its turn up to a waiting request
+after ``stall_seconds``. A consumer that calls ``close()`` on a stream stops the generation at
+once and leaves the model ready for the next one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..errors import LLMSpellError, ModelLoadError, ModelNotFound
+from ..options import with_defaults
 from ..spec import ModelSpec, parse_spec
 from ..types import (
     AvailableModel,
@@ -36,8 +39,11 @@ from ..types import (
     Removed,
 )
 from .cache import Lease, ModelCache
+from .cancel import check_cancel
 from .generation import (
     MIN_CONTEXT,
+    REPEAT_LAST_N,
+    SAMPLING_DEFAULTS,
     PromptBuilder,
     chat_prompt,
     check_messages,
@@ -68,7 +74,9 @@ class LlamaCppBackend:
         self.options = config.providers.llamacpp.options
         self.store = ModelStore(config.model_directory())
         self.cache = ModelCache(
-            max_loaded=self.options.max_loaded_models, keep_alive=self.options.keep_alive
+            max_loaded=self.options.max_loaded_models,
+            keep_alive=self.options.keep_alive,
+            stall_seconds=self.options.stall_seconds,
         )
 
     # Queries ------------------------------------------------------------------------------
@@ -103,6 +111,7 @@ class LlamaCppBackend:
                 "n_threads": self.options.n_threads or cpu_count(),
                 "max_loaded_models": self.options.max_loaded_models,
                 "keep_alive": self.options.keep_alive,
+                "stall_seconds": self.options.stall_seconds,
             },
         )
 
@@ -307,6 +316,7 @@ class LlamaCppBackend:
         options: GenerationOptions,
         cancel: threading.Event | None,
     ) -> ChunkStream:
+        options = with_defaults(options, SAMPLING_DEFAULTS)
         # Load now, so that a missing or broken model fails the call itself; the stream takes
         # its own lease when it starts (a stream that is never started holds nothing).
         with self._acquire(model, context_size(options.num_ctx), None) as lease:
@@ -321,16 +331,42 @@ class LlamaCppBackend:
         load_seconds: float,
         cancel: threading.Event | None,
     ) -> Generator[Chunk, None, None]:
+        requested = time.perf_counter()
         with self._acquire(model, context_size(options.num_ctx), None) as lease:
-            with lease.entry.generation_lock:
-                yield from generate(
+            turn = lease.entry.turns.join()
+            try:
+                ahead = turn.wait(last=0)
+                while ahead:  # the model is busy: say how many are ahead until our turn
+                    check_cancel("generation with", model.id, cancel)
+                    turn.suspend()
+                    yield Chunk(text="", queued=ahead)
+                    turn.resume()
+                    ahead = turn.wait(last=ahead)
+                check_cancel("generation with", model.id, cancel)
+                queue_seconds = time.perf_counter() - requested - lease.load_seconds
+                chunks = generate(
                     model.id,
                     lease.model,
                     prompt,
                     options,
                     load_seconds + lease.load_seconds,
                     cancel,
+                    max(queue_seconds, 0.0),
                 )
+                try:
+                    for chunk in chunks:
+                        if chunk.done:  # nothing left to generate: the next may go now
+                            turn.leave()
+                            yield chunk
+                            break
+                        turn.pieces += bool(chunk.text)
+                        turn.suspend()
+                        yield chunk
+                        turn.resume()
+                finally:
+                    chunks.close()
+            finally:
+                turn.leave()
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -384,6 +420,7 @@ class LlamaCppBackend:
                     n_threads=threads,
                     n_threads_batch=threads,
                     n_gpu_layers=self.options.n_gpu_layers,
+                    last_n_tokens_size=REPEAT_LAST_N,
                     verbose=False,
                 )
             except (ValueError, OSError, RuntimeError) as exc:

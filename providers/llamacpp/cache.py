@@ -4,8 +4,10 @@ seconds.
 A model is loaded once however many threads ask for it at the same time (the first one loads,
 the others wait for its result). Users hold a :class:`Lease` while they use a model; a model
 that is evicted, unloaded or expires while leased is only closed when its last lease ends, so a
-generation never sees its model freed under it. Idle expiry runs on one small timer thread that
-sleeps until the next deadline; it is also checked on every access.
+generation never sees its model freed under it. Each entry has its :class:`~.turns.Turnstile`:
+the line of generations on that model (one at a time, first come first served). Idle expiry
+runs on one small timer thread that sleeps until the next deadline; it is also checked on every
+access.
 
 The cache itself is backend-agnostic: it stores whatever ``load`` returns and calls its
 ``close()``.
@@ -19,11 +21,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..errors import BackendUnavailable, Cancelled
+from .turns import Turnstile
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,10 @@ class Entry:
     size_bytes: int | None
     last_used: float
     last_used_wall: float
+    turns: Turnstile
+    """The line of generations on the model: a llama.cpp context is not thread-safe."""
     leases: int = 0
     retired: bool = False
-    generation_lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held while the model generates: a llama.cpp context is not thread-safe."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,15 @@ class ModelCache:
         *,
         max_loaded: int,
         keep_alive: float,
+        stall_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_loaded < 1:
             raise ValueError("max_loaded must be at least 1")
         self.max_loaded = max_loaded
         self.keep_alive = keep_alive
+        self.stall_seconds = stall_seconds
+        """Given to each model's :class:`Turnstile`."""
         self._clock = clock
         self._cond = threading.Condition()
         self._entries: OrderedDict[str, Entry] = OrderedDict()
@@ -170,7 +176,8 @@ class ModelCache:
         with self._cond:
             self.loads += 1
             now = self._clock()
-            entry = Entry(model_id, model, n_ctx, size_bytes, now, time.time(), leases=1)
+            turns = Turnstile(model_id, stall_seconds=self.stall_seconds)
+            entry = Entry(model_id, model, n_ctx, size_bytes, now, time.time(), turns, leases=1)
             previous = self._entries.pop(model_id, None)
             if previous is not None:
                 retired.append(previous)

@@ -3,6 +3,11 @@ token loop that streams :class:`Chunk` objects and measures them.
 
 Every llama_cpp exception raised while generating is translated here, with ``raise ... from
 exc``. Closing the stream stops llama.cpp before its next token.
+
+No runaway by default: options a request leaves unset get Ollama's documented sampling
+defaults (:data:`SAMPLING_DEFAULTS`, applied by the backend), and the token loop stops with
+``stop_reason`` ``repetition`` once the text ends with one passage repeated
+:data:`REPEATS` times in a row (:func:`repeated_tail`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GenerationError, InvalidRequest, LLMSpellError
@@ -23,6 +28,27 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
 
 MIN_CONTEXT = 256
+
+DEFAULT_MAX_TOKENS = 512
+SAMPLING_DEFAULTS = GenerationOptions(
+    temperature=0.8, top_k=40, top_p=0.9, repeat_penalty=1.1, max_tokens=DEFAULT_MAX_TOKENS
+)
+"""The backend's defaults for the options a request (and ``[generation]``) leaves unset: the
+sampling is Ollama's documented defaults (llama-cpp-python's own would be top_p 0.95 and no
+repeat penalty at all, with which small models loop until the context is full). Even so, a base
+model given a bare prompt goes on with variations that no repetition stop can tell from text
+(Gemma 3 270M: "The capital of India is paying the following bills." and on and on): hence
+``max_tokens`` 512, about 380 words, 12-25 s for that model on two cores; a request or
+``[generation]`` sets more."""
+REPEAT_LAST_N = 64
+"""How many of the last tokens the repeat penalty looks at (Ollama's ``repeat_last_n``; the
+``last_n_tokens_size`` of a ``Llama``)."""
+
+REPEAT_MIN, REPEAT_MAX = 16, 256
+"""The lengths (characters) of a passage that :func:`repeated_tail` looks for."""
+REPEATS = 4
+REPEAT_CHECK_EVERY = 32
+"""Characters generated between two looks for a repetition."""
 _ROLES = ("system", "user", "assistant")
 
 Prompt = tuple[list[int], tuple[str, ...], tuple[int, ...]]
@@ -90,9 +116,11 @@ def generate(
     options: GenerationOptions,
     load_seconds: float,
     cancel: threading.Event | None,
-) -> Iterator[Chunk]:
+    queue_seconds: float = 0.0,
+) -> Generator[Chunk, None, None]:
     """Build the prompt with ``llama`` and stream its continuation; the caller holds the model
-    for the whole stream. ``load_seconds`` is what loading it took, for the metrics."""
+    for the whole stream. ``load_seconds`` is what loading it took and ``queue_seconds`` how
+    long the request waited for it, for the metrics."""
     try:
         tokens, stops, stop_ids = prompt(llama)
     except LLMSpellError:
@@ -101,7 +129,28 @@ def generate(
         raise GenerationError(
             f"{model_id}: cannot build the prompt: {exc}", model=model_id, backend=BACKEND
         ) from exc
-    yield from _run(model_id, llama, tokens, stops, stop_ids, options, load_seconds, cancel)
+    yield from _run(
+        model_id, llama, tokens, stops, stop_ids, options, load_seconds, cancel, queue_seconds
+    )
+
+
+def repeated_tail(text: str) -> str | None:
+    """The passage of :data:`REPEAT_MIN` to :data:`REPEAT_MAX` characters that ``text`` ends
+    with :data:`REPEATS` times in a row, if any.
+
+    A passage that is itself a shorter unit repeated (a row of dashes, ``0, 0, 0, ``) does not
+    count: rules, padding and tables legitimately repeat short units.
+    """
+    for size in range(REPEAT_MIN, min(REPEAT_MAX, len(text) // REPEATS) + 1):
+        passage = text[-size:]
+        if text[-2 * size : -size] != passage or not text.endswith(passage * REPEATS):
+            continue
+        if not any(
+            size % unit == 0 and passage == passage[:unit] * (size // unit)
+            for unit in range(1, REPEAT_MIN)
+        ):
+            return passage
+    return None
 
 
 class _TokenObserver:
@@ -133,6 +182,7 @@ def _run(
     options: GenerationOptions,
     load_seconds: float,
     cancel: threading.Event | None,
+    queue_seconds: float,
 ) -> Iterator[Chunk]:
     from llama_cpp import StoppingCriteriaList
 
@@ -162,6 +212,7 @@ def _run(
         )
     except ValueError as exc:
         raise GenerationError(f"{model_id}: {exc}", model=model_id, backend=BACKEND) from exc
+    tail, unchecked = "", 0
     try:
         for part in stream:
             check_cancel("generation with", model_id, cancel)
@@ -169,6 +220,13 @@ def _run(
             finish = choice.get("finish_reason") or finish
             if choice["text"]:
                 yield Chunk(text=choice["text"])
+                tail = (tail + choice["text"])[-REPEAT_MAX * REPEATS :]
+                unchecked += len(choice["text"])
+                if unchecked >= REPEAT_CHECK_EVERY:
+                    unchecked = 0
+                    if repeated_tail(tail) is not None:
+                        finish = "repetition"
+                        break
     except (ValueError, RuntimeError, OSError) as exc:
         raise GenerationError(
             f"{model_id}: generation failed: {exc}", model=model_id, backend=BACKEND
@@ -188,14 +246,17 @@ def _run(
             load_seconds=round(load_seconds, 6),
             prompt_seconds=round(first - started, 6),
             generation_seconds=round(generation_seconds, 6),
-            total_seconds=round(load_seconds + ended - started, 6),
-            time_to_first_token=round(first - started, 6) if observer.first_at else None,
+            total_seconds=round(load_seconds + queue_seconds + ended - started, 6),
+            time_to_first_token=(
+                round(queue_seconds + first - started, 6) if observer.first_at else None
+            ),
             tokens_per_second=(
                 round((generated - 1) / generation_seconds, 3)
                 if generated > 1 and generation_seconds > 0
                 else None
             ),
             stop_reason=finish or "stop",
+            queue_seconds=round(queue_seconds, 6),
         ),
     )
 
