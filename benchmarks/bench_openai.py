@@ -8,6 +8,10 @@ httpx-sse into ``Chunk``\\ s). Direct: one ``httpx.Client.stream("POST", "/v1/co
 with the same body and key, ``data:`` lines parsed with ``json.loads`` up to ``[DONE]``. Same
 prompt per round for both, greedy, ``max_tokens`` fixed; rounds alternate which goes first.
 tokens/s = (pieces - 1) / (last piece - first piece); TTFT = first piece - call.
+
+On a shared 2-core machine the server's speed moves with the load, and with it every per-round
+ratio. What llmspell itself costs is also measured apart from the server: the CPU time this
+process (the client side alone) spends per generation, for each side.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,8 +42,21 @@ def request_body(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def direct_generate(http: Any, model: str, prompt: str, max_tokens: int) -> Sample:
-    sample = Sample()
+class Timed(Sample):
+    """A sample that also knows the CPU time this process spent on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu_started = time.process_time()
+        self.cpu = 0.0
+
+    def end(self) -> None:
+        super().end()
+        self.cpu = time.process_time() - self.cpu_started
+
+
+def direct_generate(http: Any, model: str, prompt: str, max_tokens: int) -> Timed:
+    sample = Timed()
     with http.stream("POST", "completions", json=request_body(model, prompt, max_tokens)) as r:
         r.raise_for_status()
         for line in r.iter_lines():
@@ -56,11 +74,11 @@ def direct_generate(http: Any, model: str, prompt: str, max_tokens: int) -> Samp
     return sample
 
 
-def backend_generate(backend: Any, model: str, prompt: str, max_tokens: int) -> Sample:
+def backend_generate(backend: Any, model: str, prompt: str, max_tokens: int) -> Timed:
     from providers.spec import ModelSpec
     from providers.types import GenerationOptions
 
-    sample = Sample()
+    sample = Timed()
     options = GenerationOptions(max_tokens=max_tokens, temperature=0.0)
     for chunk in backend.complete(ModelSpec.parse(f"{model}@gpu"), prompt, options):
         if chunk.text:
@@ -126,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "direct_ttft_ms": summarize([s.ttft * 1000 for s in direct], 2),
         "backend_ttft_ms": summarize([s.ttft * 1000 for s in ours], 2),
         "ttft_difference_per_round_ms": summarize(ttft_differences, 2),
+        "direct_client_cpu_ms": summarize([s.cpu * 1000 for s in direct], 2),
+        "backend_client_cpu_ms": summarize([s.cpu * 1000 for s in ours], 2),
         "direct_pieces": [len(s.pieces) for s in direct],
         "backend_pieces": [len(s.pieces) for s in ours],
         "backend_tokens": [s.tokens for s in ours],
@@ -148,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{fmt(r['direct_ttft_ms']['median'], 'ms')} httpx direct",
         "≤ direct + 10 ms",
         difference <= 10.0,
+    )
+    report.notes.append(
+        f"client-side CPU per generation of {max_tokens} tokens (this process only, not the "
+        f"server): llmspell {r['backend_client_cpu_ms']['median']:.1f} ms, httpx direct "
+        f"{r['direct_client_cpu_ms']['median']:.1f} ms (medians)"
     )
     report.finish(args.output)
 
