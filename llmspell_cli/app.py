@@ -22,9 +22,11 @@ from providers.errors import LLMSpellError
 
 from .commands import chat, kernel, model, run
 from .context import CliState
+from .help_format import hide_flag_types
 from .output import Output
 
 log = logging.getLogger("llmspell_cli")
+hide_flag_types()
 
 
 class OutputFormat(StrEnum):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
@@ -96,6 +97,16 @@ class Output:
 
     def warn(self, text: str) -> None:
         self.note(f"warning: {text}", style="yellow")
+
+    def confirm(self, question: str, stdin: TextIO | None = None) -> bool:
+        """Ask ``question [y/N]`` on stderr and read the answer from ``stdin`` (else
+        ``sys.stdin``); only y or yes is a yes, and end of input is a no. Nothing goes to
+        stdout (click's confirm writes the space after its prompt there, through ``input``)."""
+        self.write_err(f"{question} [y/N]: ")
+        answer = (stdin or sys.stdin).readline()
+        if not answer:
+            self.write_err("\n")
+        return answer.strip().lower() in {"y", "yes"}
 
     def ansi_err(self, text: str) -> None:
         """Text with ANSI colours (IPython tracebacks) on stderr, plain when not a terminal."""

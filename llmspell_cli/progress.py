@@ -99,6 +99,8 @@ class ModelProgress:
     def _log(self, phase: str, new_phase: bool, completed: Any, total: Any) -> None:
         if new_phase:
             self._print(f"{self.label}: {phase}")
+        if phase == "done":
+            return  # its byte counts are the size (a re-pull's only event), not a download
         if isinstance(completed, int) and isinstance(total, int) and total > 0:
             step = min(completed, total) * _LOG_STEPS // total
             if step > self._logged_step:

@@ -153,7 +153,10 @@ def _load(manager: ProviderManager, request: LoadRequest, op: Operation) -> Load
 
 
 def _unload(manager: ProviderManager, request: UnloadRequest, op: Operation) -> UnloadResult:
-    return UnloadResult(unloaded=manager.unload(request.model))
+    backend, spec = manager.resolve(request.model)
+    before = {model.id for model in backend.loaded()}
+    unloaded = backend.unload(spec)
+    return UnloadResult(unloaded=unloaded, was_loaded=unloaded in before)
 
 
 def _ps(manager: ProviderManager, request: PsRequest, op: Operation) -> PsResult:

@@ -12,7 +12,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from providers import LLMSpellError, Message
+from providers import Cancelled, LLMSpellError, Message
 from providers.options import generation_options
 
 from .commands import generation
@@ -154,12 +154,23 @@ class LLMMagic:
         )
         out = sys.stdout
         ends_with_newline = True
+        streamed = 0
         _, pieces = generation(self._llm.manager, request)
         try:
             for piece in pieces:
                 out.write(piece)
                 out.flush()
+                streamed += 1
                 ends_with_newline = piece.endswith("\n")
+        except KeyboardInterrupt:
+            # An interrupt (Ctrl-C in `llmspell repl`, a notebook's stop button) lands deep in
+            # llama_cpp; the cell shows one line (show_llmspell_error), not its ~60 frames.
+            # Each piece the backends stream is a token (a held-back stop-string prefix can
+            # join a few).
+            raise Cancelled(
+                f"generation stopped after {streamed} token{'s' if streamed != 1 else ''}",
+                model=model,
+            ) from None
         finally:
             pieces.close()
             if not ends_with_newline:

@@ -209,7 +209,7 @@ def test_load_ps_unload_on_a_connected_kernel(daemon: dict[str, Any]) -> None:
     listed = json_of(invoke([*connect, "--output", "json", "model", "list"]))
     assert listed["models"][0]["loaded"] is True
     unloaded = json_of(invoke([*connect, "--output", "json", "model", "unload", GEMMA]))
-    assert unloaded == {"unloaded": GEMMA}
+    assert unloaded == {"unloaded": GEMMA, "was_loaded": True}
     empty = invoke([*connect, "model", "ps"])
     assert empty.exit_code == 0
     assert "no models loaded" in empty.stderr

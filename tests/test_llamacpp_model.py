@@ -377,8 +377,9 @@ def test_through_the_provider_manager(store_dir: Path, backend: LlamaCppBackend)
         chosen, spec = manager.resolve("gemma")
         assert chosen.name == "llamacpp" and spec.backend == "llamacpp"
         assert manager.info("gemma").architecture == "gemma3"
-        other, _ = manager.resolve("not-installed-anywhere")
-        assert other.name == "ollama"
+        # Routing (issue 21, item 2): a name no backend knows is not sent to Ollama
+        with pytest.raises(ModelNotFound, match="not installed anywhere"):
+            manager.resolve("not-installed-anywhere")
     finally:
         manager.close()
 

@@ -244,7 +244,7 @@ def test_localllm_returns_plain_data(
     assert llm.available()[0]["variants"] == ["Q4_K_M"]
     assert llm.load(GEMMA_ID)["id"] == GEMMA_ID
     assert llm.ps() == []
-    assert llm.unload(GEMMA_ID) == {"unloaded": GEMMA_ID}
+    assert llm.unload(GEMMA_ID) == {"unloaded": GEMMA_ID, "was_loaded": False}  # ps() was []
     assert llm.remove(GEMMA_ID) == {"removed": GEMMA_ID}
     assert llm.list() == []
     assert capsys.readouterr().out == ""
@@ -300,7 +300,9 @@ def test_llmspell_errors_show_as_one_line(
     assert isinstance(result.error_in_exec, ModelNotFound)
     captured = capsys.readouterr()
     shown = (captured.out + captured.err).strip()
-    assert shown == "ModelNotFound: model 'no-such-model' is not installed"
+    # one line (routing, issue 21 item 2: "not installed anywhere", with each backend's state)
+    assert "\n" not in shown
+    assert shown.startswith("ModelNotFound: model 'no-such-model' is not installed anywhere")
 
 
 def test_other_errors_keep_their_traceback(

@@ -56,10 +56,10 @@ def test_list_models_with_details(ollama: OllamaBackend, standin: OllamaStandin)
         assert info.parameter_size == served.parameter_size
         assert info.quantization == served.quantization
         assert info.loaded is False
-        # Served with a +02:00 offset and nanoseconds; listed in UTC.
-        assert info.modified_at is not None and info.modified_at.endswith("+00:00")
+        # Served with a +02:00 offset and nanoseconds; listed in UTC, whole seconds.
+        assert info.modified_at is not None and info.modified_at.endswith("Z")
         listed = datetime.fromisoformat(info.modified_at)
-        assert abs((listed - served.modified.astimezone(UTC)).total_seconds()) < 0.001
+        assert listed == served.modified.astimezone(UTC).replace(microsecond=0)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +188,7 @@ def test_load_ps_unload(standin: OllamaStandin) -> None:
         body = standin.bodies("/api/generate")[-1]
         assert body == {"model": "gemma3:270m", "stream": False, "keep_alive": "10m"}
         assert loaded.id == "gemma3:270m" and loaded.size_bytes == standin.installed[loaded.id].size
-        assert loaded.expires_at is not None and loaded.expires_at.endswith("+00:00")
+        assert loaded.expires_at is not None and loaded.expires_at.endswith("Z")
         expires = datetime.fromisoformat(loaded.expires_at)
         assert 500 < (expires - datetime.now(UTC)).total_seconds() <= 600
 

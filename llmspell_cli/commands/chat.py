@@ -159,6 +159,7 @@ def chat(
     base = [Message("system", system)] if system else []
     history: list[Message] = list(base)
     turns: list[dict[str, Any]] = []
+    resolved = model  # the spec the kernel resolved it to, once a turn has said
     if cli.json_mode:
         cli.kernel().load(model)
     else:
@@ -205,9 +206,10 @@ def chat(
             continue
         history.append(Message("assistant", result.text))
         turns.append({"user": text, "assistant": result.text, "metrics": result.metrics.to_dict()})
+        resolved = result.model
     if cli.json_mode:
         messages = [message.to_dict() for message in history]
-        out.document({"model": model, "messages": messages, "turns": turns})
+        out.document({"model": resolved, "messages": messages, "turns": turns})
 
 
 def _read_line(cli: CliState) -> str:

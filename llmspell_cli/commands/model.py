@@ -135,11 +135,7 @@ def remove(
     """Delete an installed model (asks first unless -y)."""
     cli = state(ctx)
     if not yes:
-        try:
-            confirmed = typer.confirm(f"Remove model {spec}?", err=True)
-        except typer.Abort:  # no terminal / end of input: nobody said yes
-            confirmed = False
-        if not confirmed:
+        if not cli.output.confirm(f"Remove model {spec}?"):
             cli.output.error("Cancelled", f"{spec} not removed (confirm, or pass -y)")
             raise typer.Exit(1)
     result = cli.kernel().remove(spec)
@@ -182,12 +178,15 @@ def info(ctx: typer.Context, spec: SpecArgument) -> None:
 
 
 def _flattened(details: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Backend extras as ``key`` / ``outer.inner`` rows; unknown (None) values left out."""
+    """Backend extras as ``key`` / ``outer.inner`` rows; unknown (None) values left out, lists
+    joined with commas (``completion, tools``, not Python's ``['completion', 'tools']``)."""
     rows: list[tuple[str, Any]] = []
     for key, value in sorted(details.items()):
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             rows += _flattened(value, f"{name}.")
+        elif isinstance(value, list | tuple):
+            rows.append((name, ", ".join(str(item) for item in value) or "-"))
         elif value is not None:
             rows.append((name, value))
     return rows
@@ -309,6 +308,8 @@ def unload(ctx: typer.Context, spec: SpecArgument) -> None:
     result = cli.kernel().unload(spec)
     if cli.json_mode:
         cli.output.document(result.content())
+    elif result.was_loaded is False:
+        cli.output.line(f"{result.unloaded} was not loaded (nothing to free)")
     else:
         cli.output.line(f"unloaded {result.unloaded}")
 
@@ -368,10 +369,7 @@ def install_ollama(
         _finish(cli.json_mode, cli.output, report)
         return
     if not yes:
-        try:
-            yes = typer.confirm(f"Run '{plan.command_text}' now?", err=True)
-        except typer.Abort:  # no terminal / end of input: nobody said yes
-            yes = False
+        yes = cli.output.confirm(f"Run '{plan.command_text}' now?")
     if not yes:
         cli.output.note("not run (answer yes, or pass -y, to install)")
         _finish(cli.json_mode, cli.output, report)

@@ -125,6 +125,11 @@ class LoadResult(Result):
 class UnloadResult(Result):
     command: ClassVar[str] = "unload"
     unloaded: str = Field(description="The id of the unloaded model.")
+    was_loaded: bool | None = Field(
+        default=None,
+        description="False when the model was not loaded (nothing was freed). Since 1.1;"
+        " absent (null) from older kernels.",
+    )
 
 
 class PsResult(Result):

@@ -49,7 +49,8 @@ def metrics(final: Json, time_to_first_token: float | None) -> Metrics:
 
 
 def utc_iso(value: Any) -> str | None:
-    """Ollama's RFC 3339 timestamp (local offset, nanoseconds) as ISO 8601 UTC."""
+    """Ollama's RFC 3339 timestamp (local offset, nanoseconds) as ISO 8601 UTC with whole
+    seconds and ``Z`` (``2024-06-04T21:38:31Z``), the format of the llamacpp backend's times."""
     if not isinstance(value, str) or not value:
         return None
     text = value.strip().replace("Z", "+00:00")
@@ -64,7 +65,7 @@ def utc_iso(value: Any) -> str | None:
         return value
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat()
+    return parsed.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def model_info(entry: Json, *, loaded: bool, backend: str = BACKEND) -> ModelInfo:
