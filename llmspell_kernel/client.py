@@ -40,6 +40,7 @@ from providers.types import Progress
 from .protocol import PROGRESS_TYPE, REQUEST_TYPE, STREAM_TYPE
 from .protocol.requests import (
     AvailableRequest,
+    CancelRequest,
     CopyRequest,
     GenerateRequest,
     ImportRequest,
@@ -56,6 +57,7 @@ from .protocol.requests import (
 )
 from .protocol.results import (
     AvailableResult,
+    CancelResult,
     CopyResult,
     GenerateResult,
     ImportResult,
@@ -85,6 +87,10 @@ INTERRUPT_GRACE = 3.0
 _POLL = 0.25
 # How long the heartbeat must stay silent before a waiting request gives the kernel up.
 HEARTBEAT_GRACE = 5.0
+# The client lease the kernel is asked to hold (renewed every third of it): a client gone for
+# this long has its model requests cancelled and its subshell deleted.
+LEASE_SECONDS = 10.0
+LEASES_SINCE = "1.1"
 
 OutputCallback = Callable[[str, str], None]
 InputCallback = Callable[[str, bool], str]
@@ -136,6 +142,26 @@ class _Dispatcher(threading.Thread):
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
+        self._lease_seconds: float | None = None
+        self._lease_due = 0.0
+
+    def hold_lease(self, seconds: float) -> None:
+        """Renew a client lease of ``seconds`` on the control channel, three times a lease,
+        for as long as this dispatcher runs: when this process is gone, the kernel stops its
+        work (see :mod:`llmspell_kernel.tracking`)."""
+        with self._lock:
+            self._lease_seconds = seconds
+            self._lease_due = 0.0
+            os.write(self._wake_w, b"x")
+
+    def _renew_lease(self) -> None:
+        seconds = self._lease_seconds
+        now = time.monotonic()
+        if seconds is None or now < self._lease_due:
+            return
+        self._lease_due = now + seconds / 3
+        msg = self.session.msg(REQUEST_TYPE, {"command": "lease", "seconds": seconds})
+        self.session.send(self._sockets["control"], msg)  # its reply is not waited for
 
     def send(self, channel: str, msg: dict[str, Any]) -> queue.Queue[tuple[str, dict[str, Any]]]:
         """Queue ``msg`` for sending; returns the queue its reply and IOPub messages go to."""
@@ -179,6 +205,7 @@ class _Dispatcher(threading.Thread):
                 if self._wake_r in events:
                     os.read(self._wake_r, 4096)
                 self._flush_outbox()
+                self._renew_lease()
                 for channel, sock in self._sockets.items():
                     if sock in events:
                         self._drain(channel, sock)
@@ -234,6 +261,7 @@ class LLMSpellClient:
         self._embedded = embedded_kernel
         self._closed = False
         self.heartbeat_grace = HEARTBEAT_GRACE
+        self.lease_seconds = LEASE_SECONDS
         self.kc = BlockingKernelClient(connection_file=str(self._connection_file))
         try:
             self.kc.load_connection_file()
@@ -247,6 +275,8 @@ class LLMSpellClient:
         self._subshell_id: str | None = None
         try:
             self._kernel_info = self._handshake(timeout)
+            if _speaks(self._kernel_info, LEASES_SINCE):
+                self._dispatcher.hold_lease(self.lease_seconds)
             if "kernel subshells" in self._kernel_info.get("supported_features", []):
                 self._subshell_id = self._create_subshell(timeout)
         except BaseException:
@@ -440,6 +470,24 @@ class LLMSpellClient:
     def ps(self, *, timeout: float | None = None) -> PsResult:
         return self.send(validate(PsRequest, {}), PsResult, timeout=timeout)
 
+    def cancel(self, request: str | None = None, *, timeout: float = 5.0) -> CancelResult:
+        """Cancel one model request by its msg_id (None: every running one) — only that work:
+        unlike :meth:`interrupt`, other requests and running cells go on. Sent on the control
+        channel, so it is answered however busy the kernel is."""
+        validated = validate(CancelRequest, {"request": request})
+        reply = self._request(
+            "control",
+            REQUEST_TYPE,
+            validated.content(),
+            timeout=timeout,
+            wait_idle=False,
+            what="cancel",
+        )
+        content: dict[str, Any] = reply["content"]
+        if content.get("status") != "ok":
+            raise error_from_reply(content)
+        return CancelResult.model_validate(content)
+
     def generate(
         self,
         model: str,
@@ -448,10 +496,12 @@ class LLMSpellClient:
         messages: builtins.list[Message] | None = None,
         options: GenerationOptions | None = None,
         on_text: TextHandler | None = None,
+        on_progress: ProgressHandler | None = None,
         timeout: float | None = None,
     ) -> GenerateResult:
         """Generate from ``prompt`` (plain continuation) or ``messages`` (chat); with
-        ``on_text`` the text is streamed to it as it comes."""
+        ``on_text`` the text is streamed to it as it comes; ``on_progress`` hears of a load
+        and of the wait for a model busy with other requests (phase ``queued``)."""
         fields = {
             "model": model,
             "prompt": prompt,
@@ -460,7 +510,9 @@ class LLMSpellClient:
             "stream": on_text is not None,
         }
         request = validate(GenerateRequest, fields)
-        return self.send(request, GenerateResult, timeout=timeout, on_text=on_text)
+        return self.send(
+            request, GenerateResult, timeout=timeout, on_text=on_text, on_progress=on_progress
+        )
 
     def execute(
         self,
@@ -560,19 +612,28 @@ class LLMSpellClient:
             return self._wait(inbox, deadline, on_iopub, wait_idle, what or msg_type, timeout)
         except KeyboardInterrupt:
             if channel == "shell":
-                self._interrupt_after_ctrl_c(inbox, on_iopub, wait_idle)
+                self._stop_after_ctrl_c(msg, inbox, on_iopub, wait_idle)
             raise
         finally:
             self._dispatcher.forget(msg_id)
 
-    def _interrupt_after_ctrl_c(
+    def _stop_after_ctrl_c(
         self,
+        msg: dict[str, Any],
         inbox: queue.Queue[tuple[str, dict[str, Any]]],
         on_iopub: Callable[[dict[str, Any]], None] | None,
         wait_idle: bool,
     ) -> None:
+        """Ctrl-C (or SIGTERM/SIGHUP, raised as KeyboardInterrupt by the CLI) while waiting: a
+        model request is cancelled alone (other clients' work goes on); a cell is interrupted
+        as Jupyter front-ends do. Then the reply is awaited briefly."""
         try:
-            self.interrupt(timeout=INTERRUPT_GRACE)
+            if msg["header"]["msg_type"] == REQUEST_TYPE and _speaks(
+                self._kernel_info, LEASES_SINCE
+            ):
+                self.cancel(msg["header"]["msg_id"], timeout=INTERRUPT_GRACE)
+            else:
+                self.interrupt(timeout=INTERRUPT_GRACE)
             self._wait(
                 inbox,
                 time.monotonic() + INTERRUPT_GRACE,
@@ -710,6 +771,15 @@ class LLMSpellClient:
     def __repr__(self) -> str:
         mode = "embedded" if self._embedded is not None else "connected"
         return f"<LLMSpellClient {mode} {self._connection_file}>"
+
+
+def _speaks(kernel_info: dict[str, Any], version: str) -> bool:
+    """Whether the kernel's llmspell protocol is at least ``version``."""
+    spoken = str((kernel_info.get("llmspell") or {}).get("protocol_version", "0"))
+    try:
+        return tuple(map(int, spoken.split("."))) >= tuple(map(int, version.split(".")))
+    except ValueError:
+        return False
 
 
 def error_from_reply(content: dict[str, Any]) -> LLMSpellError:

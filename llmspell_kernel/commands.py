@@ -49,6 +49,7 @@ from .protocol.results import (
     PsResult,
     PullResult,
     RemoveResult,
+    RequestRow,
     Result,
     StatusResult,
     UnloadResult,
@@ -65,13 +66,25 @@ PROGRESS_INTERVAL = 0.1
 
 @dataclass
 class Operation:
-    """One running request: its cancel flag and its publishers."""
+    """One running request: its cancel flag, its publishers, and what ``ps`` says of it."""
 
     publish_progress: Callable[[Progress], None] = lambda _: None
     publish_stream: Callable[[dict[str, Any]], None] = lambda _: None
     cancel: threading.Event = field(default_factory=threading.Event)
+    request: str = ""
+    """The ``msg_id`` of the request."""
+    command: str = ""
+    session: str = ""
+    """The Jupyter session of the client that sent it."""
+    model: str | None = None
+    received: float = 0.0
+    ahead: int | None = None
+    """While a generation waits for its model: how many requests are ahead of it."""
+    requests: Callable[[], list[RequestRow]] = list
+    """The kernel's running requests (for ``ps``)."""
     _last_progress: float = 0.0
     _last_phase: str | None = None
+    _last_ahead: int | None = None
 
     def check_cancelled(self, what: str) -> None:
         if self.cancel.is_set():
@@ -84,10 +97,12 @@ class Operation:
         finished = event.total is not None and event.completed == event.total
         if (
             event.phase != self._last_phase
+            or event.ahead != self._last_ahead
             or finished
             or now - self._last_progress >= PROGRESS_INTERVAL
         ):
             self._last_phase = event.phase
+            self._last_ahead = event.ahead
             self._last_progress = now
             self.publish_progress(event)
 
@@ -160,22 +175,28 @@ def _unload(manager: ProviderManager, request: UnloadRequest, op: Operation) -> 
 
 
 def _ps(manager: ProviderManager, request: PsRequest, op: Operation) -> PsResult:
-    return PsResult(models=manager.ps())
+    return PsResult(models=manager.ps(), requests=op.requests())
 
 
 def generation(
-    manager: ProviderManager, request: GenerateRequest, cancel: threading.Event | None = None
+    manager: ProviderManager,
+    request: GenerateRequest,
+    cancel: threading.Event | None = None,
+    on_queued: Callable[[int | None], None] | None = None,
 ) -> tuple[str, Generator[str, None, GenerateResult]]:
     """The resolved model spec, and the text pieces of the generation as the model produces
     them (the generator returns the result).
 
     The kernel's ``generate`` publishes each piece; ``Agent`` yields them to its reader. The
     backend's stream is closed however the generator ends (finished, closed early by its
-    reader, interrupted, cancelled), which stops the generation and frees the model.
+    reader, interrupted, cancelled), which stops the generation and frees the model. While
+    the model is busy with other requests, ``on_queued`` is told how many are ahead, then
+    ``None`` once this one runs.
     """
     backend, spec = manager.resolve(request.model)
     model = str(spec)
     flag = cancel or threading.Event()
+    options = manager.generation_options(request.options)  # the config's [generation] defaults
 
     def pieces() -> Generator[str, None, GenerateResult]:
         if flag.is_set():
@@ -183,14 +204,19 @@ def generation(
                 f"generation with {model} interrupted", model=model, backend=spec.backend
             )
         if request.messages is not None:
-            chunks = backend.chat(spec, request.messages, request.options, cancel=flag)
+            chunks = backend.chat(spec, request.messages, options, cancel=flag)
         else:
             assert request.prompt is not None  # the request's validator saw to it
-            chunks = backend.complete(spec, request.prompt, request.options, cancel=flag)
+            chunks = backend.complete(spec, request.prompt, options, cancel=flag)
         parts: list[str] = []
         metrics: Metrics | None = None
+        waiting = False
         try:
             for chunk in chunks:
+                if chunk.queued is not None or waiting:
+                    waiting = chunk.queued is not None
+                    if on_queued is not None:
+                        on_queued(chunk.queued)
                 if flag.is_set():
                     raise Cancelled(
                         f"generation with {model} interrupted after {len(parts)} chunks",
@@ -210,7 +236,13 @@ def generation(
 
 
 def _generate(manager: ProviderManager, request: GenerateRequest, op: Operation) -> GenerateResult:
-    model, pieces = generation(manager, request, op.cancel)
+    def queued(ahead: int | None) -> None:
+        op.ahead = ahead
+        if ahead is not None:
+            op.progress(Progress(model=model, phase="queued", ahead=ahead))
+
+    model, pieces = generation(manager, request, op.cancel, queued)
+    op.model = model
     while True:
         try:
             text = next(pieces)

@@ -32,11 +32,12 @@ from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelbase import Kernel
+from ipykernel.thread import CONTROL_THREAD_NAME
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import Bool, Float, Unicode
 
 from providers.config import Config
-from providers.errors import ConfigError, LLMSpellError
+from providers.errors import ConfigError, InvalidRequest, LLMSpellError
 from providers.manager import ProviderManager
 
 from . import __version__, commands
@@ -53,7 +54,13 @@ from .protocol import (
     ok_reply,
     parse_request,
 )
+from .protocol.requests import CancelRequest, LeaseRequest
+from .protocol.results import CancelResult, LeaseResult
 from .streaming import StreamPublisher
+from .tracking import Tracker
+
+LEASE_CHECK_INTERVAL = 1.0
+"""Seconds between two looks for client leases that ran out."""
 
 
 class LLMSpellKernel(IPythonKernel):
@@ -62,6 +69,9 @@ class LLMSpellKernel(IPythonKernel):
     banner = f"llmspell {__version__}: local LLMs in an IPython kernel (LocalLLM, Agent, %llm)"
 
     msg_types = [*Kernel.msg_types, REQUEST_TYPE]  # noqa: RUF012 (ipykernel reads a list)
+    # On the control channel too: cancel and lease are answered there at once, however busy the
+    # shells are (any other command gets an error reply saying where to send it).
+    control_msg_types = [*Kernel.control_msg_types, REQUEST_TYPE]  # noqa: RUF012
 
     config_path = Unicode(
         None, allow_none=True, help="llmspell config file (default: $LLMSPELL_CONFIG)"
@@ -80,9 +90,13 @@ class LLMSpellKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._operations: dict[str, commands.Operation] = {}
+        self.tracker = Tracker()
         self._operations_lock = threading.Lock()
         self._cell_threads: set[int] = set()
+        self._own_sigints = 0
+        """SIGINTs this kernel sent itself for an interrupt_request (already cancelled)."""
+        self._watchdog_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         self.config_error: ConfigError | None = None
         try:
             config = Config.load(self.config_path)
@@ -113,15 +127,22 @@ class LLMSpellKernel(IPythonKernel):
     async def model_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         content = parent.get("content")
         command = command_of(content)
-        msg_id = parent["header"]["msg_id"]
         try:
             request = parse_request(content)
-            if self.config_error is not None:
+            if isinstance(request, CancelRequest | LeaseRequest):
+                result = self._client_command(request, parent)
+            elif threading.current_thread().name == CONTROL_THREAD_NAME:
+                raise InvalidRequest(
+                    f"{request.command}: send it on the shell channel (the control channel "
+                    "answers only cancel and lease)"
+                )
+            elif self.config_error is not None:
                 raise self.config_error
-            if type(request) in commands.INLINE_COMMANDS:
-                result = commands.run(self.manager, request, commands.Operation())
+            elif type(request) in commands.INLINE_COMMANDS:
+                op = commands.Operation(requests=self.tracker.rows)
+                result = commands.run(self.manager, request, op)
             else:
-                result = await self._run_on_worker(request, msg_id, parent)
+                result = await self._run_on_worker(request, parent)
             reply = ok_reply(request.command, result)
         except (Exception, KeyboardInterrupt) as exc:
             if not isinstance(exc, LLMSpellError | KeyboardInterrupt):
@@ -129,24 +150,48 @@ class LLMSpellKernel(IPythonKernel):
             reply = error_reply(command, exc)
         self._send_reply(stream, ident, parent, reply)
 
-    async def _run_on_worker(self, request: Request, msg_id: str, parent: dict[str, Any]) -> Result:
+    def _client_command(
+        self, request: CancelRequest | LeaseRequest, parent: dict[str, Any]
+    ) -> Result:
+        """The commands about a client's own work, answered at once on any channel."""
+        if isinstance(request, CancelRequest):
+            cancelled = self.tracker.cancel(request.request)
+            self.log.info("cancel %s: %d request(s)", request.request or "all", len(cancelled))
+            return CancelResult(cancelled=bool(cancelled), requests=cancelled)
+        session = str(parent["header"].get("session", ""))
+        running = self.tracker.lease(session, request.seconds)
+        self._start_watchdog()
+        return LeaseResult(seconds=request.seconds, running=running)
+
+    async def _run_on_worker(self, request: Request, parent: dict[str, Any]) -> Result:
         loop = asyncio.get_running_loop()
         stream = StreamPublisher(
             self.iopub_thread, partial(self._publish, STREAM_TYPE, parent), self.stream_interval
         )
         progress = self._publisher(PROGRESS_TYPE, parent)
+        header = parent["header"]
         op = commands.Operation(
             publish_progress=lambda event: progress(event.to_dict()),
             publish_stream=stream.publish,
+            request=header["msg_id"],
+            command=request.command,
+            session=str(header.get("session", "")),
+            model=getattr(request, "model", None),
+            requests=self.tracker.rows,
         )
-        with self._operations_lock:
-            self._operations[msg_id] = op
+        self.tracker.add(op)
         try:
-            return await loop.run_in_executor(None, commands.run, self.manager, request, op)
+            return await loop.run_in_executor(None, self._run_tracked, request, op)
         finally:
             stream.flush()
-            with self._operations_lock:
-                self._operations.pop(msg_id, None)
+
+    def _run_tracked(self, request: Request, op: commands.Operation) -> Result:
+        """On the worker thread: the request leaves the tracker when its work ends, even if
+        the shell that awaits it is gone (a dead client's subshell is deleted mid-request)."""
+        try:
+            return commands.run(self.manager, request, op)
+        finally:
+            self.tracker.remove(op.request)
 
     def _send_reply(
         self, stream: Any, ident: Any, parent: dict[str, Any], reply: dict[str, Any]
@@ -176,16 +221,17 @@ class LLMSpellKernel(IPythonKernel):
 
     def cancel_operations(self) -> int:
         """Ask every running model operation to stop; returns how many there were."""
-        with self._operations_lock:
-            running = list(self._operations.values())
-        for op in running:
-            op.cancel.set()
-        return len(running)
+        return len(self.tracker.cancel(None))
 
     async def interrupt_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         cancelled = self.cancel_operations()
         self.log.info("interrupt: cancelling %d model operation(s)", cancelled)
         if self.signal_interrupts:
+            # The SIGINT is for a running cell; the model operations running now are cancelled
+            # above. Its handler may run late on a busy machine, so it must not cancel a
+            # request that started after this one (it would be lost to nobody's interrupt).
+            with self._operations_lock:
+                self._own_sigints += 1
             await super().interrupt_request(stream, ident, parent)
         else:
             self.log.info("interrupt: %d cell(s) interrupted", self._interrupt_cells())
@@ -231,11 +277,83 @@ class LLMSpellKernel(IPythonKernel):
         return interrupted
 
     def _sigint_cancel(self, signum: int, frame: FrameType | None) -> None:
-        self.cancel_operations()
+        """SIGINT from outside (a terminal's Ctrl-C, ``kill -INT``) cancels every model
+        operation; the kernel's own (from an interrupt_request) has done that already."""
+        with self._operations_lock:
+            own = self._own_sigints > 0
+            if own:
+                self._own_sigints -= 1
+        if not own:
+            self.cancel_operations()
 
     def _sigint_interrupt(self, signum: int, frame: FrameType | None) -> None:
-        self.cancel_operations()
+        self._sigint_cancel(signum, frame)
         raise KeyboardInterrupt
+
+    # Clients: subshells they own, leases that end when they are gone -------------------------
+
+    async def create_subshell_request(
+        self, socket: Any, ident: Any, parent: dict[str, Any]
+    ) -> None:
+        """ipykernel's, recording which client (session) owns the new subshell."""
+        if not self.session or not self._supports_kernel_subshells:
+            await super().create_subshell_request(socket, ident, parent)
+            return
+        manager = self.shell_channel_thread.manager
+        control_socket = manager.control_to_shell_channel.from_socket
+        control_socket.send_json({"type": "create"})
+        reply = control_socket.recv_json()
+        subshell_id = reply.get("subshell_id")
+        if subshell_id:
+            self.tracker.own_subshell(str(parent["header"].get("session", "")), str(subshell_id))
+        self.session.send(socket, "create_subshell_reply", reply, parent, ident)
+
+    async def delete_subshell_request(
+        self, socket: Any, ident: Any, parent: dict[str, Any]
+    ) -> None:
+        subshell_id = (parent.get("content") or {}).get("subshell_id")
+        if isinstance(subshell_id, str):
+            self.tracker.forget_subshell(subshell_id)
+        await super().delete_subshell_request(socket, ident, parent)
+
+    def _start_watchdog(self) -> None:
+        """Once a client has taken a lease: a thread that ends the leases that run out."""
+        with self._operations_lock:
+            if self._watchdog is not None:
+                return
+            self._watchdog = threading.Thread(
+                target=self._watch_leases, name="llmspell-leases", daemon=True
+            )
+        self._watchdog.start()
+
+    def _watch_leases(self) -> None:
+        while not self._watchdog_stop.wait(LEASE_CHECK_INTERVAL):
+            for gone in self.tracker.expire():
+                self.log.warning(
+                    "client %s is gone (its lease ran out): cancelled %d request(s), deleting "
+                    "%d subshell(s)",
+                    gone.session,
+                    len(gone.cancelled),
+                    len(gone.subshells),
+                )
+                if gone.subshells:
+                    self._on_control_thread(partial(self._delete_subshells, gone.subshells))
+
+    def _on_control_thread(self, function: Callable[[], None]) -> None:
+        control = getattr(self, "control_thread", None)
+        loop = getattr(control, "io_loop", None)
+        if loop is not None:
+            loop.add_callback(function)
+
+    def _delete_subshells(self, subshells: list[str]) -> None:
+        """Runs on the control thread, which owns the socket to the subshell manager."""
+        manager = self.shell_channel_thread.manager
+        control_socket = manager.control_to_shell_channel.from_socket
+        for subshell_id in subshells:
+            control_socket.send_json({"type": "delete", "subshell_id": subshell_id})
+            reply = control_socket.recv_json()
+            if reply.get("status") != "ok":
+                self.log.info("subshell %s was gone already: %s", subshell_id, reply)
 
     def pre_handler_hook(self) -> None:
         # The base class makes SIGINT raise KeyboardInterrupt during every handler. While a
@@ -257,6 +375,7 @@ class LLMSpellKernel(IPythonKernel):
             signal.signal(signal.SIGINT, self.saved_sigint_handler)
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        self._watchdog_stop.set()
         self.cancel_operations()
         self.manager.close()
         result = super().do_shutdown(restart)

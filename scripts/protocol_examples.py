@@ -233,6 +233,14 @@ def examples(ex: Exchange, kernel_info: Json, gemma: Path, hub: Any) -> list[str
     section("info")
     show({"command": "info", "model": "gemma3-270m@llamacpp"})
 
+    section(
+        "copy",
+        "Another name for an installed llamacpp model, as Ollama's `cp`: the store keeps the file"
+        " once (by sha256), so the copy costs no bytes.",
+    )
+    show({"command": "copy", "model": "gemma3-270m@llamacpp", "name": "my-gemma"})
+    show({"command": "remove", "model": "my-gemma@llamacpp"})
+
     section("list (after the import)")
     show({"command": "list", "backend": "llamacpp"})
 
@@ -278,6 +286,20 @@ def examples(ex: Exchange, kernel_info: Json, gemma: Path, hub: Any) -> list[str
             "options": {"max_tokens": 8, "temperature": 0, "seed": 1},
         }
     )
+
+    section(
+        "cancel",
+        "Normally sent on the control channel (answered at once however busy the shells are);"
+        " a shell takes it too. This request is not running, so nothing is cancelled.",
+    )
+    show({"command": "cancel", "request": "3f1c2a9e-0b7d-4e5f-9a61-2c8d4b7e1f03"})
+
+    section(
+        "lease",
+        "Sent on the control channel and renewed before it runs out; when it does, the client"
+        " is taken to be gone: its running requests are cancelled and its subshells deleted.",
+    )
+    show({"command": "lease", "seconds": 10})
 
     section("unload")
     show({"command": "unload", "model": "gemma3-270m@llamacpp"})

@@ -48,6 +48,9 @@ def test_every_command_of_the_spec_is_known() -> None:
         "unload",
         "ps",
         "generate",
+        "cancel",
+        "lease",
+        "copy",
     }
 
 
@@ -113,7 +116,12 @@ def test_parse_rejects(content: Any, message: str) -> None:
 
 
 def test_replies() -> None:
-    assert ok_reply("ps", PsResult(models=[])) == {"status": "ok", "command": "ps", "models": []}
+    assert ok_reply("ps", PsResult(models=[])) == {
+        "status": "ok",
+        "command": "ps",
+        "models": [],
+        "requests": [],
+    }
     try:
         raise ModelNotFound("model 'x' is not installed", model="x", backend="llamacpp")
     except ModelNotFound as exc:

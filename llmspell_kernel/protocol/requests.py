@@ -175,6 +175,29 @@ class GenerateRequest(Request):
         return self
 
 
+class CancelRequest(Request):
+    """Cancel one running model request (or, without ``request``, every one) and nothing
+    else: other requests and running cells go on. Answered at once on the control channel
+    (also accepted on a shell)."""
+
+    command: ClassVar[str] = "cancel"
+    request: Text | None = Field(
+        default=None, description="The msg_id of the model_request to cancel (default: all)."
+    )
+
+
+class LeaseRequest(Request):
+    """Hold a client lease (sent on the control channel, renewed before it runs out): while a
+    client's lease runs, its work goes on; when it runs out (the client is gone), the kernel
+    cancels the client's running model requests and deletes its subshells. Clients that never
+    take a lease are never timed out."""
+
+    command: ClassVar[str] = "lease"
+    seconds: float = Field(
+        default=10.0, gt=0, le=3600, allow_inf_nan=False, description="How long it lasts."
+    )
+
+
 REQUESTS: dict[str, type[Request]] = {
     model.command: model
     for model in (
@@ -190,6 +213,8 @@ REQUESTS: dict[str, type[Request]] = {
         UnloadRequest,
         PsRequest,
         GenerateRequest,
+        CancelRequest,
+        LeaseRequest,
     )
 }
 """Every command, by name, in the order the docs list them."""

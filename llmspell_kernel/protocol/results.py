@@ -9,7 +9,7 @@ backend said.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,9 +132,26 @@ class UnloadResult(Result):
     )
 
 
+class RequestRow(BaseModel):
+    """A model request the kernel is working on (``ps``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    request: str = Field(description="Its msg_id.")
+    command: str
+    model: str | None = None
+    session: str = Field(description="The Jupyter session of the client that sent it.")
+    state: Literal["running", "queued"]
+    ahead: int | None = Field(default=None, description="Requests ahead of a queued one.")
+    seconds: float = Field(description="Since the kernel received it.")
+
+
 class PsResult(Result):
     command: ClassVar[str] = "ps"
     models: list[LoadedModel]
+    requests: list[RequestRow] = Field(
+        default_factory=list, description="Running and queued model requests, oldest first."
+    )
 
 
 class GenerateResult(Result):
@@ -142,6 +159,18 @@ class GenerateResult(Result):
     model: str = Field(description="The resolved spec, e.g. gemma3-270m@llamacpp.")
     text: str
     metrics: Metrics
+
+
+class CancelResult(Result):
+    command: ClassVar[str] = "cancel"
+    cancelled: bool = Field(description="Whether a running request was asked to stop.")
+    requests: list[str] = Field(default_factory=list, description="The msg_ids cancelled.")
+
+
+class LeaseResult(Result):
+    command: ClassVar[str] = "lease"
+    seconds: float
+    running: list[str] = Field(description="This client's model requests still running.")
 
 
 RESULTS: dict[str, type[Result]] = {
@@ -159,6 +188,8 @@ RESULTS: dict[str, type[Result]] = {
         UnloadResult,
         PsResult,
         GenerateResult,
+        CancelResult,
+        LeaseResult,
     )
 }
 """The result model of every command, by name."""
