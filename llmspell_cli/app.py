@@ -2,7 +2,9 @@
 
 Exit codes: 0 ok; 1 the operation failed (one ``error: ...`` line on stderr, the traceback only
 with ``--log-level debug``); 2 a usage error (unknown command or option, bad option value);
-130 interrupted by Ctrl-C.
+130 interrupted by Ctrl-C; 143 ended by SIGTERM or SIGHUP (a closed terminal or SSH session,
+``systemctl stop``, a CI timeout). Every way out cancels this command's own model request in the
+kernel first (only that one: another client's work goes on).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typer.core import TyperGroup
 
 from providers.errors import LLMSpellError
 
+from . import signals
 from .commands import chat, kernel, model, run
 from .context import CliState
 from .help_format import hide_flag_types
@@ -49,8 +52,11 @@ class LLMSpellGroup(TyperGroup):
             return super().invoke(ctx)
         except LLMSpellError as exc:
             _fail(ctx, type(exc).__name__, exc.message, exc)
+        except signals.Terminated as exc:
+            # The client has already cancelled the kernel-side operation.
+            _output(ctx).note(f"\nended by {exc.signal_name}")
+            raise typer.Exit(143) from exc
         except KeyboardInterrupt as exc:
-            # The client has already interrupted the kernel-side operation.
             _output(ctx).note("\ninterrupted")
             raise typer.Exit(130) from exc
         except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
@@ -176,6 +182,7 @@ def _configure_logging(level: LogLevel, stream: Any) -> Callable[[], None]:
 
 def main() -> None:
     """Console-script entry point."""
+    signals.install()
     app(prog_name="llmspell")
 
 

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..context import CliState, state
+from ..signals import Terminated
 
 if TYPE_CHECKING:
     from llmspell_kernel.protocol.results import GenerateResult
     from providers.options import GenerationOptions, Message
-    from providers.types import Metrics
+    from providers.types import Metrics, Progress
 
 CHAT_HELP = "/exit or Ctrl-D ends the chat, /reset forgets the history, Ctrl-C stops an answer."
 
@@ -57,9 +58,28 @@ def _generate(
     """One generation (a chat turn, or a raw completion when given a string); streamed to
     stdout in text mode, whole in JSON mode."""
     on_text = None if cli.json_mode else (on_stream or cli.output.write)
+    waiting = _Waiting(cli)
     if isinstance(messages, str):
-        return cli.kernel().generate(model, prompt=messages, options=options, on_text=on_text)
-    return cli.kernel().generate(model, messages=messages, options=options, on_text=on_text)
+        return cli.kernel().generate(
+            model, prompt=messages, options=options, on_text=on_text, on_progress=waiting
+        )
+    return cli.kernel().generate(
+        model, messages=messages, options=options, on_text=on_text, on_progress=waiting
+    )
+
+
+class _Waiting:
+    """Says on stderr when the model is busy with other requests: ``waiting for gemma3-270m
+    (1 ahead)``, once per change."""
+
+    def __init__(self, cli: CliState) -> None:
+        self.cli = cli
+        self.ahead: int | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        if progress.phase == "queued" and progress.ahead != self.ahead:
+            self.ahead = progress.ahead
+            self.cli.output.note(f"waiting for {progress.model} ({progress.ahead} ahead)")
 
 
 class _StreamedAnswer:
@@ -171,6 +191,8 @@ def chat(
     while True:
         try:
             line = _read_line(cli)
+        except Terminated:
+            raise
         except (EOFError, KeyboardInterrupt):
             if not cli.json_mode:
                 out.write("\n")
@@ -193,8 +215,10 @@ def chat(
             result = _generate(cli, model, history, options, on_stream=answer)
             if not cli.json_mode:
                 out.write("\n")
+        except Terminated:
+            raise  # SIGTERM/SIGHUP end the chat (the request is cancelled already)
         except KeyboardInterrupt:
-            # The client has interrupted the generation; the chat goes on. The user sees the
+            # The client has cancelled the generation; the chat goes on. The user sees the
             # partial answer, so it stays in the history (an empty one drops the question).
             partial = "".join(answer.pieces)
             if partial:

@@ -139,6 +139,53 @@ def stop(
         cli.output.line(f"stopped kernel {record.id} (pid {record.pid})")
 
 
+KernelArgument = Annotated[
+    str, typer.Argument(metavar="ID", help="Kernel id, name or connection file.")
+]
+
+
+@app.command()
+def interrupt(ctx: typer.Context, kernel_id: KernelArgument) -> None:
+    """Interrupt everything a kernel is running, as Jupyter's interrupt does: every model
+    request of every client, and a running cell."""
+    from llmspell_kernel.client import LLMSpellClient
+
+    cli = state(ctx)
+    with LLMSpellClient.connect(kernel_id) as client:
+        client.interrupt()
+    if cli.json_mode:
+        cli.output.document({"interrupted": kernel_id})
+    else:
+        cli.output.line(f"interrupted kernel {kernel_id}")
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    kernel_id: KernelArgument,
+    request: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[REQUEST]",
+            help="The msg_id of one model request ('llmspell model ps' lists them); "
+            "without it, every running model request.",
+        ),
+    ] = None,
+) -> None:
+    """Cancel model requests only (one, or all): running cells and other work go on."""
+    from llmspell_kernel.client import LLMSpellClient
+
+    cli = state(ctx)
+    with LLMSpellClient.connect(kernel_id) as client:
+        result = client.cancel(request)
+    if cli.json_mode:
+        cli.output.document(result.content())
+    elif result.cancelled:
+        cli.output.line(f"cancelled {', '.join(result.requests)}")
+    else:
+        cli.output.note("nothing to cancel" if request is None else f"no running request {request}")
+
+
 @app.command()
 def install(
     ctx: typer.Context,
