@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import signal
 import threading
+from functools import partial
+from types import FrameType
 from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
@@ -35,6 +38,38 @@ class LLMSpellKernelApp(IPKernelApp):
         # Signals can only be set up on the main thread; an embedded kernel runs elsewhere.
         if threading.current_thread() is threading.main_thread():
             super().init_signal()
+            # What systemd, Docker, CI and a closed terminal send: a clean shutdown (running
+            # model requests cancelled, backends closed, connection file removed), not death.
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, self._shut_down_on_signal)
+
+    def _shut_down_on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.log.warning("%s: shutting down", signal.Signals(signum).name)
+        kernel = self.kernel
+        if kernel is not None:
+            kernel.cancel_operations()
+            kernel.io_loop.add_callback_from_signal(partial(_shut_down, kernel))
+
+    def log_connection_info(self) -> None:
+        """ipykernel's, without the note it prints for the ``ipython kernel`` entry point
+        ("Ctrl-C will not work"), which is wrong for llmspell (``llmspell kernel start``
+        stops on Ctrl-C, SIGTERM and SIGHUP)."""
+        handle = self.parent_handle
+        self.parent_handle = 1  # ipykernel prints its note only without a parent handle
+        try:
+            super().log_connection_info()
+        finally:
+            self.parent_handle = handle
+
+
+async def _shut_down(kernel: Any) -> None:
+    """What a shutdown_request does, without a client to answer."""
+    await kernel.do_shutdown(False)
+    await kernel._at_shutdown()
+    if kernel.control_stream:
+        loop = kernel.control_stream.io_loop
+        loop.add_callback(loop.stop)
+    kernel.io_loop.add_callback(kernel.io_loop.stop)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,16 +14,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_runtime_dir
 
-from providers.errors import KernelConnectionError, LLMSpellError
+from providers.errors import KernelConnectionError
 
 from .client import LLMSpellClient
 from .kernelapp import LOOPBACK
@@ -128,14 +129,17 @@ def start_kernel(
         _terminate(proc.pid)
         forget_record(record)
         raise
-    if on_ready is not None:
-        on_ready(record)
     if daemon:
+        if on_ready is not None:
+            on_ready(record)
         return record
     try:
+        if on_ready is not None:
+            on_ready(record)
         proc.wait()
-    except KeyboardInterrupt:
-        stop_kernel(record.id)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM/SIGHUP turned into one by the CLI
+        with _signals_held():
+            stop_kernel(record.id)
     reap(proc.pid)
     forget_record(record)
     return replace(record, alive=False)
@@ -144,20 +148,21 @@ def start_kernel(
 def stop_kernel(id_or_file: str, *, grace: float = STOP_GRACE) -> KernelRecord:
     """Stop one kernel, named by id (or a unique id prefix) or connection file.
 
-    Sends ``shutdown_request``; kills the process if it is still there after ``grace``
-    seconds. Raises :class:`KernelConnectionError` when no such kernel is known.
+    Sends it SIGTERM, which an llmspell kernel takes as a clean shutdown (running model
+    requests cancelled, backends closed); kills it if it is still there after ``grace``
+    seconds. No client round trip, so a kernel busy with a generation, or a machine busy with
+    other work, does not slow this down. Raises :class:`KernelConnectionError` when no such
+    kernel is known.
     """
     record = find_record(id_or_file)
     if pid_alive(record.pid):
-        try:
-            with LLMSpellClient(record.connection_file, timeout=min(grace, 3.0)) as client:
-                client.shutdown(timeout=min(grace, 3.0))
-        except (LLMSpellError, OSError) as exc:
-            log.info("kernel %s did not take a shutdown request: %s", record.id, exc)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while pid_alive(record.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if pid_alive(record.pid):
+            log.info("kernel %s still runs %g s after SIGTERM: killing it", record.id, grace)
             _terminate(record.pid)
     reap(record.pid)
     forget_record(record)
@@ -225,6 +230,22 @@ def _terminate(pid: int) -> None:
         if not pid_alive(pid):
             reap(pid)
             return
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """While a kernel is being stopped, another Ctrl-C or SIGTERM must not cut that short
+    (and leave the kernel running): they are ignored until it is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _has_fileno(stream: object) -> bool:

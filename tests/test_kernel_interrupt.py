@@ -80,7 +80,7 @@ def test_sigint_from_the_kernel_manager_stops_a_generation(
     thread, started, outcome = generate_in_thread(client)
     try:
         assert started.wait(60), outcome
-        kernel.manager.interrupt_kernel()  # interrupt_mode "signal": SIGINT to the process
+        kernel.manager.interrupt_kernel()  # interrupt_mode "message": an interrupt_request
         thread.join(HANG_BOUND)
     finally:
         thread.join(120)

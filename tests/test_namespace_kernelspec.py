@@ -63,7 +63,7 @@ def test_kernel_json() -> None:
         "argv": [sys.executable, "-m", "llmspell_kernel", "-f", "{connection_file}"],
         "display_name": "llmspell (local LLMs)",
         "language": "python",
-        "interrupt_mode": "signal",
+        "interrupt_mode": "message",
         "metadata": {"debugger": False},
     }
 
@@ -82,7 +82,7 @@ def test_install_into_a_prefix_is_found_by_jupyter(
     assert spec.argv == [sys.executable, "-m", "llmspell_kernel", "-f", "{connection_file}"]
     assert spec.display_name == "llmspell (local LLMs)"
     assert spec.language == "python"
-    assert spec.interrupt_mode == "signal"
+    assert spec.interrupt_mode == "message"
     assert spec.metadata == {"debugger": False}
 
 
