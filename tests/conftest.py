@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.isolation import private_dirs
+
+# A suite started in the background by a non-interactive shell (`nohup ... &`, some CI runners)
+# inherits SIGINT ignored, and so would every CLI and kernel it starts: their Ctrl-C tests would
+# test nothing. Python's own handler here means children start with SIGINT's default again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Variables that would point llmspell or huggingface_hub at the developer's own files or servers.
 _ISOLATED_VARS = (

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from jupyter_client.session import Session
 
+from llmspell_kernel.protocol import PROTOCOL_VERSION
 from tests.hardening_kernel_fixtures import RawShell, kernel_alive, kernel_pid, record_figures
 from tests.kernel_fixtures import KernelProcess, kernel_environment, start_kernel_process
 
@@ -162,7 +163,7 @@ def test_forged_unsigned_and_tampered_messages_are_neither_run_nor_answered(
     assert legit_marker.read_text() == "ran\n"
     assert answered == [], [m["header"]["msg_type"] for m in answered]
     assert ran == []
-    assert info["status"] == "ok" and info["llmspell"]["protocol_version"] == "1.0"
+    assert info["status"] == "ok" and info["llmspell"]["protocol_version"] == PROTOCOL_VERSION
     assert kernel_pid(kernel) == pid and kernel.manager.is_alive()
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from llmspell_kernel.protocol import PROTOCOL_VERSION
 from tests.hardening_kernel_fixtures import (
     RawShell,
     kernel_alive,
@@ -171,7 +172,7 @@ def test_ten_thousand_hostile_requests_each_get_one_precise_error(
 
     # Alive, and still doing real work.
     info = kernel_alive(fuzz_kernel.kernel.connection_file)
-    assert info["llmspell"]["protocol_version"] == "1.0"
+    assert info["llmspell"]["protocol_version"] == PROTOCOL_VERSION
     shell = RawShell(fuzz_kernel.kernel.connection_file)
     try:
         [listed] = shell.pipeline([shell.message("model_request", {"command": "list"})])

@@ -24,6 +24,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from llmspell_kernel.client import LLMSpellClient
 from llmspell_kernel.process import start_kernel, stop_kernel
+from llmspell_kernel.protocol import PROTOCOL_VERSION
 from llmspell_kernel.records import KernelRecord, list_kernels
 from providers.errors import ConfigError, KernelConnectionError, LLMSpellError
 from tests.kernel_fixtures import GEMMA_ID, gemma_store, generate_in_thread
@@ -101,7 +102,7 @@ def test_started_kernel_is_found_by_name_listed_and_stopped(daemon: KernelRecord
     try:
         plain.wait_for_ready(timeout=30)
         info = plain.kernel_info(reply=True, timeout=10)["content"]
-        assert info["llmspell"]["protocol_version"] == "1.0"
+        assert info["llmspell"]["protocol_version"] == PROTOCOL_VERSION
     finally:
         plain.stop_channels()
 

@@ -17,6 +17,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from llmspell_kernel.client import LLMSpellClient
+from llmspell_kernel.protocol import PROTOCOL_VERSION
 from providers.errors import (
     Cancelled,
     InvalidModelSpec,
@@ -130,7 +131,7 @@ def assert_error(content: dict[str, Any], ename: str, *needles: str) -> None:
 
 def test_kernel_info_carries_the_protocol_version(raw: BlockingKernelClient) -> None:
     info = raw.kernel_info(reply=True)["content"]
-    assert info["llmspell"]["protocol_version"] == "1.0"
+    assert info["llmspell"]["protocol_version"] == PROTOCOL_VERSION
     assert info["language_info"]["name"] == "python"
     assert "kernel subshells" in info["supported_features"]
 
