@@ -7,6 +7,9 @@ llmspell: ``OpenAIBackend.complete`` (``/v1/completions``, server-sent events pa
 httpx-sse into ``Chunk``\\ s). Direct: one ``httpx.Client.stream("POST", "/v1/completions")``
 with the same body and key, ``data:`` lines parsed with ``json.loads`` up to ``[DONE]``. Same
 prompt per round for both, greedy, ``max_tokens`` fixed; rounds alternate which goes first.
+Before each measured generation the server generates one token for an unrelated prompt: its
+model reuses the longest prefix of the last prompt it evaluated, so without that the second
+side of a round would find its prompt already evaluated and win on time to first token.
 tokens/s = (pieces - 1) / (last piece - first piece); TTFT = first piece - call.
 
 On a shared 2-core machine the server's speed moves with the load, and with it every per-round
@@ -74,6 +77,12 @@ def direct_generate(http: Any, model: str, prompt: str, max_tokens: int) -> Time
     return sample
 
 
+def flush(http: Any, model: str) -> None:
+    """Make the server evaluate another prompt, so that the next one starts cold."""
+    body = {"model": model, "prompt": "Unrelated words to evict the prompt.", "max_tokens": 1}
+    http.post("completions", json=body).raise_for_status()
+
+
 def backend_generate(backend: Any, model: str, prompt: str, max_tokens: int) -> Timed:
     from providers.spec import ModelSpec
     from providers.types import GenerationOptions
@@ -126,8 +135,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             direct, ours = interleaved(
                 n_rounds,
                 PROMPTS,
-                lambda prompt: direct_generate(http, MODEL_ID, prompt, max_tokens),
-                lambda prompt: backend_generate(backend, MODEL_ID, prompt, max_tokens),
+                lambda prompt: (
+                    flush(http, MODEL_ID),
+                    direct_generate(http, MODEL_ID, prompt, max_tokens),
+                )[1],
+                lambda prompt: (
+                    flush(http, MODEL_ID),
+                    backend_generate(backend, MODEL_ID, prompt, max_tokens),
+                )[1],
             )
         finally:
             http.close()
