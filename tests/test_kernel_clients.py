@@ -397,3 +397,73 @@ def test_a_suspended_agent_stream_does_not_hold_the_model_for_another_client(
     again = client.execute("next(g)", timeout=60)
     assert again.ename == "GenerationError" and "not read" in (again.evalue or ""), again
     assert client.execute("del g", timeout=60).ok
+
+
+def test_ctrl_c_in_a_connected_cli_leaves_another_clients_pull_running(
+    tmp_path: Path, gemma_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull (slowed by the Hub stand-in) runs for one client while another client's CLI
+    prompt is stopped by Ctrl-C: the CLI exits 130, the pull goes on to its end."""
+    from llmspell_kernel.process import start_kernel, stop_kernel
+    from tests.hub_standin import HubStandin
+    from tests.kernel_fixtures import make_store
+
+    store = make_store(tmp_path / "store", gemma_path)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[providers.llamacpp.options]\nmodel_directory = "{store}"\n'
+        "[providers.ollama]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    hub = HubStandin()
+    hub.add_repo("test/slow-GGUF", {"slow-Q4_K_M.gguf": gemma_path})
+    with hub:
+        hub.faults.delay = 0.003  # ~3,900 chunks of 64 KiB: a pull of 12 s or more
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        record = start_kernel(daemon=True, config_path=config)
+        try:
+            with LLMSpellClient(record.connection_file, timeout=60) as puller:
+                downloading = threading.Event()
+                pulled: list[Any] = []
+
+                def progress(event: Any) -> None:
+                    if event.phase == "downloading" and (event.completed or 0) > 0:
+                        downloading.set()
+
+                def pull() -> None:
+                    try:
+                        pulled.append(puller.pull("hf:test/slow-GGUF:Q4_K_M", on_progress=progress))
+                    except BaseException as exc:
+                        pulled.append(exc)
+
+                worker = threading.Thread(target=pull)
+                worker.start()
+                try:
+                    assert downloading.wait(120), pulled
+                    prompt = cli(
+                        {**os.environ, "COLUMNS": "100"},
+                        "--connect",
+                        str(record.connection_file),
+                        "prompt",
+                        "--raw",
+                        "-m",
+                        GEMMA_ID,
+                        "--max-tokens",
+                        "4000",
+                        "Once upon a time",
+                    )
+                    assert prompt.stdout is not None
+                    assert prompt.stdout.read(8), "no text streamed"
+                    prompt.send_signal(signal.SIGINT)
+                    _, stderr = prompt.communicate(timeout=60)
+                    assert prompt.returncode == 130, stderr
+                    assert worker.is_alive(), f"the pull ended with the CLI: {pulled}"
+                    worker.join(300)
+                finally:
+                    hub.faults.delay = 0.0
+                    worker.join(300)
+        finally:
+            stop_kernel(record.id)
+    [result] = pulled
+    assert not isinstance(result, BaseException), result
+    assert result.model.size_bytes == gemma_path.stat().st_size
