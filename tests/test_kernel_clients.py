@@ -215,27 +215,30 @@ def cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_a_killed_connected_cli_stops_its_generation(
-    client: LLMSpellClient, kernel: KernelProcess, observer: LLMSpellClient
-) -> None:
-    env = {**kernel.env, "COLUMNS": "100"}
+def streaming_prompt(env: dict[str, str], connection_file: str) -> subprocess.Popen[str]:
+    """A connected ``llmspell prompt`` with a long answer, once it has streamed some text."""
     prompt = cli(
-        env,
+        {**env, "COLUMNS": "100"},
         "--connect",
-        kernel.connection_file,
+        connection_file,
         "prompt",
         "--raw",
         "-m",
         GEMMA_ID,
         "--max-tokens",
         "4000",
-        "--temperature",
-        "0.7",
         "Once upon a time",
     )
+    assert prompt.stdout is not None
+    assert prompt.stdout.read(8), "no text streamed"
+    return prompt
+
+
+def test_a_killed_connected_cli_stops_its_generation(
+    client: LLMSpellClient, kernel: KernelProcess, observer: LLMSpellClient
+) -> None:
+    prompt = streaming_prompt(kernel.env, kernel.connection_file)
     try:
-        assert prompt.stdout is not None
-        assert prompt.stdout.read(8), "no text streamed"
         wait_until(lambda: bool(requests_of(observer)), 30)  # the CLI's request, running
     finally:
         prompt.kill()
@@ -275,20 +278,7 @@ def test_ctrl_c_in_a_connected_cli_cancels_only_its_own_request(
     runner.start()
     try:
         for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-            prompt = cli(
-                {**kernel.env, "COLUMNS": "100"},
-                "--connect",
-                kernel.connection_file,
-                "prompt",
-                "--raw",
-                "-m",
-                GEMMA_ID,
-                "--max-tokens",
-                "4000",
-                "Once upon a time",
-            )
-            assert prompt.stdout is not None
-            assert prompt.stdout.read(8), "no text streamed"
+            prompt = streaming_prompt(kernel.env, kernel.connection_file)
             prompt.send_signal(signum)
             _, stderr = prompt.communicate(timeout=60)
             assert prompt.returncode == code, stderr
@@ -440,20 +430,7 @@ def test_ctrl_c_in_a_connected_cli_leaves_another_clients_pull_running(
                 worker.start()
                 try:
                     assert downloading.wait(120), pulled
-                    prompt = cli(
-                        {**os.environ, "COLUMNS": "100"},
-                        "--connect",
-                        str(record.connection_file),
-                        "prompt",
-                        "--raw",
-                        "-m",
-                        GEMMA_ID,
-                        "--max-tokens",
-                        "4000",
-                        "Once upon a time",
-                    )
-                    assert prompt.stdout is not None
-                    assert prompt.stdout.read(8), "no text streamed"
+                    prompt = streaming_prompt(dict(os.environ), str(record.connection_file))
                     prompt.send_signal(signal.SIGINT)
                     _, stderr = prompt.communicate(timeout=60)
                     assert prompt.returncode == 130, stderr
