@@ -5,9 +5,11 @@ from __future__ import annotations
 import difflib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .base import Backend
 from .config import Config, OllamaEndpoint, OpenAIEndpoint
@@ -34,6 +36,7 @@ from .types import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Which installed backend is asked first when a spec names none: the local store is cheap to
 # look at, Ollama needs a round trip.
@@ -228,13 +231,34 @@ class ProviderManager:
 
     # Queries over all backends -------------------------------------------------------------
 
+    def _ask(self, names: list[str], ask: Callable[[Backend], T]) -> dict[str, T | LLMSpellError]:
+        """``ask(backend)`` of each of ``names``, or the LLMSpellError it raised, in order.
+
+        With several backends beyond llamacpp (each a server: Ollama, named endpoints), those
+        are asked at the same time, so that a list or status over several servers takes as long
+        as the slowest one, not the sum (a server that does not answer costs its timeout).
+        """
+
+        def one(name: str) -> T | LLMSpellError:
+            try:
+                return ask(self.backend(name))
+            except LLMSpellError as exc:
+                return exc
+
+        servers = [n for n in names if n != "llamacpp"]
+        if len(servers) < 2:
+            return {name: one(name) for name in names}
+        with ThreadPoolExecutor(len(servers), thread_name_prefix="llmspell-ask") as pool:
+            asked = {name: pool.submit(one, name) for name in servers}
+            here = {name: one(name) for name in names if name not in asked}
+            return {name: asked[name].result() if name in asked else here[name] for name in names}
+
     def status(self, backend: str | None = None) -> dict[str, BackendHealth]:
         result: dict[str, BackendHealth] = {}
-        for name in self._selected(backend):
-            try:
-                result[name] = self.backend(name).health()
-            except LLMSpellError as exc:
-                result[name] = BackendHealth(name=name, available=False, reason=exc.message)
+        for name, health in self._ask(self._selected(backend), lambda b: b.health()).items():
+            if isinstance(health, LLMSpellError):
+                health = BackendHealth(name=name, available=False, reason=health.message)
+            result[name] = health
         if backend is None:
             for name in self.known():
                 if name not in result:
@@ -248,13 +272,13 @@ class ProviderManager:
         """
         models: list[ModelInfo] = []
         errors: dict[str, str] = {}
-        for name in self._selected(backend):
-            try:
-                models.extend(self.backend(name).list_models())
-            except LLMSpellError as exc:
+        for name, found in self._ask(self._selected(backend), lambda b: b.list_models()).items():
+            if isinstance(found, LLMSpellError):
                 if backend is not None:
-                    raise
-                errors[name] = exc.message
+                    raise found
+                errors[name] = found.message
+            else:
+                models.extend(found)
         return ModelListing(models=models, errors=errors)
 
     def available(

@@ -3,6 +3,7 @@ and the manager building, listing and routing to them."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from providers.ollama import OllamaBackend
 from providers.openai import OpenAIBackend
 from providers.options import GenerationOptions, generation_options
 from providers.spec import normalize_backend
+from providers.types import BackendHealth, ModelInfo
 from tests.cli_fixtures import invoke
 from tests.isolation import closed_port_url
 
@@ -231,3 +233,45 @@ def test_the_cli_names_an_unknown_backend() -> None:
     result = invoke(["model", "list", "--backend", "nope"])
     assert result.exit_code == 1, result.stdout + result.stderr
     assert "unknown backend 'nope': expected one of ollama, llamacpp" in result.stderr
+
+
+class Server:
+    """A backend on a server that answers only once the other server is being asked too."""
+
+    def __init__(self, name: str, together: threading.Barrier, down: bool = False) -> None:
+        self.name = name
+        self.together = together
+        self.down = down
+
+    def _wait(self) -> None:
+        self.together.wait()  # asked one after the other, this times out (BrokenBarrierError)
+        if self.down:
+            raise BackendUnavailable(f"{self.name} is down", backend=self.name)
+
+    def health(self) -> BackendHealth:
+        self._wait()
+        return BackendHealth(self.name, available=True, models=1)
+
+    def list_models(self) -> list[ModelInfo]:
+        self._wait()
+        return [ModelInfo(id=f"m-{self.name}", backend=self.name)]
+
+    def close(self) -> None:
+        pass
+
+
+def test_several_servers_are_asked_at_the_same_time() -> None:
+    together = threading.Barrier(2, timeout=60)
+    backends = {"gpu": Server("gpu", together), "lab": Server("lab", together, down=True)}
+    manager = ProviderManager(Config(), backends=backends)  # type: ignore[arg-type]
+    status = manager.status()
+    assert list(status)[:2] == ["gpu", "lab"]
+    assert status["gpu"].available and status["lab"].reason == "lab is down"
+    listing = manager.list_models()
+    assert [m.id for m in listing.models] == ["m-gpu"]
+    assert listing.errors == {"lab": "lab is down"}
+    alone = ProviderManager(
+        Config(), backends={"gpu": Server("gpu", threading.Barrier(2, timeout=0.5))}
+    )  # type: ignore[dict-item]
+    with pytest.raises(threading.BrokenBarrierError):
+        alone.status()  # one server is asked in this thread: nobody else reaches the barrier
