@@ -27,6 +27,8 @@ OK = "ok"
 INVALID = frozenset({"InvalidRequest"})
 BAD_SPEC = frozenset({"InvalidModelSpec"})
 MISSING = frozenset({"ModelNotFound"})
+DIRECTORY = frozenset({"ModelLoadError"})
+"""An import of a directory: "<path> is a directory, not a GGUF model file"."""
 OLLAMA_DOWN = frozenset({"BackendUnavailable"})
 
 COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
@@ -49,6 +51,21 @@ COMMANDS: dict[str, tuple[dict[str, type], dict[str, type]]] = {
 MODEL_COMMANDS = ("info", "pull", "remove", "load", "unload", "generate")
 HARMLESS = ("list", "status", "available", "ps")
 OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
+
+
+def valid_option(rng: random.Random, name: str) -> float | int:
+    """A value within the option's range (providers.options.GenerationOptions)."""
+    if name == "temperature":
+        return round(rng.uniform(0, 2), 3)
+    if name == "top_p":
+        return round(rng.uniform(0.01, 1), 3)
+    if name == "min_p":
+        return round(rng.uniform(0, 1), 3)
+    if name == "repeat_penalty":
+        return round(rng.uniform(0.5, 2), 3)
+    if name == "seed":
+        return rng.randrange(0, 2**32)
+    return rng.randrange(1, 100)  # top_k, max_tokens
 MEGABYTE = 1 << 20
 FULLWIDTH = "\uff4d\uff4f\uff44\uff45\uff4c"  # "model" in fullwidth letters
 
@@ -356,7 +373,8 @@ class ProtocolFuzzer:
                     {"role": rng.choice(["system", "user", "assistant"]), "content": self.text()}
                     for _ in range(rng.randrange(1, 4))
                 ]
-            content["options"] = {rng.choice(OPTIONS): rng.randrange(1, 100)}
+            name = rng.choice(OPTIONS)
+            content["options"] = {name: valid_option(rng, name)}
             content["stream"] = rng.choice([True, False])
         return Case(f"unknown-model:{command}", content, MISSING)
 
@@ -375,10 +393,10 @@ class ProtocolFuzzer:
             "/proc/self/mem": frozenset({"ModelLoadError"}),
             "/dev/zero": MISSING,
             "/dev/null": MISSING,
-            "/": MISSING,
-            "~": MISSING,
+            "/": DIRECTORY,
+            "~": DIRECTORY,
             "~root/.bashrc": frozenset({"ModelLoadError", "ModelNotFound"}),
-            str(outside): MISSING,
+            str(outside): DIRECTORY,
             str(outside / "secret.txt"): frozenset({"ModelLoadError"}),
             str(outside / "fake.gguf"): frozenset({"ModelLoadError"}),
             str(outside / "fifo"): MISSING,

@@ -248,7 +248,8 @@ def test_a_reply_echoing_lone_surrogates_can_still_be_sent() -> None:
     the surrogate and jupyter_client could not encode it as UTF-8."""
     from jupyter_client.session import Session
 
-    from llmspell_kernel.protocol import error_reply, ok_reply, parse_request
+    from llmspell_kernel.protocol import error_reply, ok_reply, parse_request, wire_safe
+    from llmspell_kernel.protocol.results import ListResult, ModelRow
     from providers.errors import InvalidRequest
 
     content = json.loads('{"command": "x\\ud800"}')
@@ -258,12 +259,9 @@ def test_a_reply_echoing_lone_surrogates_can_still_be_sent() -> None:
     packed = Session(key=b"k").pack(reply)  # raised UnicodeEncodeError before the fix
     assert json.loads(packed)["command"] == "x\ufffd"
     assert "'x\\ud800'" in reply["evalue"]  # the message shows it escaped (repr)
-    assert ok_reply("list", {"path": Path("/x"), "odd": "\udcff"}) == {
-        "status": "ok",
-        "command": "list",
-        "path": "/x",
-        "odd": "\ufffd",
-    }
+    assert wire_safe({"path": Path("/x"), "odd": "\udcff"}) == {"path": "/x", "odd": "\ufffd"}
+    odd = ListResult(models=[ModelRow(id="\udcff", backend="llamacpp")])
+    assert ok_reply("list", odd)["models"][0]["id"] == "\ufffd"
 
 
 @pytest.mark.parametrize(
