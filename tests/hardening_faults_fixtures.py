@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from providers.llamacpp.store import INCOMING_SUFFIX, MANIFEST_NAME, TMP_DIR_NAME
+from providers.llamacpp.store import BLOBS_DIR_NAME, INCOMING_SUFFIX, MANIFEST_NAME, TMP_DIR_NAME
 from tests.gguf_files import TOKENS, tiny_writer, write_out
 from tests.hardening_kernel_fixtures import record_figures
 
@@ -43,13 +43,20 @@ def tiny_gguf(path: Path, *, seed: int = 0, filler_floats: int = 64 * 1024) -> P
 
 def store_problems(root: Path) -> list[str]:
     """Everything under the store ``root`` that is neither part of an installed model (its
-    manifest and model file) nor a resumable partial download (``*.partial`` + its ``.json``)."""
+    manifest, its blob in ``blobs/`` or, in a store written before blobs, its model file) nor a
+    resumable partial download (``*.partial`` + its ``.json``). An empty ``blobs/`` is fine; a
+    blob that no manifest names is not."""
     problems: list[str] = []
     if not root.exists():
         return problems
+    named_blobs: set[str] = set()
+    blobs: set[str] = set()
     for entry in sorted(root.iterdir()):
         if entry.name == TMP_DIR_NAME:
             problems += [f"{p.relative_to(root)} (in the import temp dir)" for p in entry.iterdir()]
+            continue
+        if entry.name == BLOBS_DIR_NAME and entry.is_dir():
+            blobs = {p.name for p in entry.iterdir()}
             continue
         if not entry.is_dir():
             problems.append(f"{entry.name} (a file at the store root)")
@@ -61,7 +68,10 @@ def store_problems(root: Path) -> list[str]:
         model_file = None
         if MANIFEST_NAME in names:
             try:
-                model_file = json.loads((entry / MANIFEST_NAME).read_text())["file"]
+                manifest = json.loads((entry / MANIFEST_NAME).read_text())
+                model_file = manifest["file"]
+                if manifest.get("blob"):
+                    named_blobs.add(manifest["blob"])
             except (OSError, ValueError, KeyError) as exc:
                 problems.append(f"{entry.name}/{MANIFEST_NAME} (unreadable: {exc})")
         for name in sorted(names - {MANIFEST_NAME, model_file}):
@@ -69,6 +79,9 @@ def store_problems(root: Path) -> list[str]:
             meta = name.endswith(PARTIAL_SUFFIX + ".json") and name[:-5] in names
             if not (partial or meta):
                 problems.append(f"{entry.name}/{name}")
+    problems += [
+        f"{BLOBS_DIR_NAME}/{blob} (no manifest names it)" for blob in sorted(blobs - named_blobs)
+    ]
     return problems
 
 
