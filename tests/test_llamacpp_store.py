@@ -153,7 +153,7 @@ def test_truncated_gguf_is_rejected_by_the_backend_and_leaves_nothing(
 def test_missing_file(backend: LlamaCppBackend, tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound, match="no such file"):
         backend.import_model(tmp_path / "absent.gguf", "absent")
-    with pytest.raises(ModelNotFound, match="no such file"):
+    with pytest.raises(ModelLoadError, match="is a directory, not a GGUF model file"):
         backend.import_model(tmp_path, "a-directory")
 
 
