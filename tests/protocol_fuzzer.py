@@ -66,6 +66,8 @@ def valid_option(rng: random.Random, name: str) -> float | int:
     if name == "seed":
         return rng.randrange(0, 2**32)
     return rng.randrange(1, 100)  # top_k, max_tokens
+
+
 MEGABYTE = 1 << 20
 FULLWIDTH = "\uff4d\uff4f\uff44\uff45\uff4c"  # "model" in fullwidth letters
 
