@@ -299,8 +299,7 @@ class LLMSpellKernel(IPythonKernel):
         if not self.session or not self._supports_kernel_subshells:
             await super().create_subshell_request(socket, ident, parent)
             return
-        manager = self.shell_channel_thread.manager
-        control_socket = manager.control_to_shell_channel.from_socket
+        control_socket = self._subshell_manager_socket()
         control_socket.send_json({"type": "create"})
         reply = control_socket.recv_json()
         subshell_id = reply.get("subshell_id")
@@ -315,6 +314,10 @@ class LLMSpellKernel(IPythonKernel):
         if isinstance(subshell_id, str):
             self.tracker.forget_subshell(subshell_id)
         await super().delete_subshell_request(socket, ident, parent)
+
+    def _subshell_manager_socket(self) -> Any:
+        """The control thread's socket to ipykernel's subshell manager (create, delete)."""
+        return self.shell_channel_thread.manager.control_to_shell_channel.from_socket
 
     def _start_watchdog(self) -> None:
         """Once a client has taken a lease: a thread that ends the leases that run out."""
@@ -347,8 +350,7 @@ class LLMSpellKernel(IPythonKernel):
 
     def _delete_subshells(self, subshells: list[str]) -> None:
         """Runs on the control thread, which owns the socket to the subshell manager."""
-        manager = self.shell_channel_thread.manager
-        control_socket = manager.control_to_shell_channel.from_socket
+        control_socket = self._subshell_manager_socket()
         for subshell_id in subshells:
             control_socket.send_json({"type": "delete", "subshell_id": subshell_id})
             reply = control_socket.recv_json()
