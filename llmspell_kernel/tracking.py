@@ -47,6 +47,7 @@ class Tracker:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._operations: dict[str, Operation] = {}
         self._leases: dict[str, _Lease] = {}
         self._subshell_owners: dict[str, str] = {}
@@ -61,6 +62,13 @@ class Tracker:
     def remove(self, request: str) -> None:
         with self._lock:
             self._operations.pop(request, None)
+            if not self._operations:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until no request runs; True if none does."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._operations, timeout)
 
     def cancel(self, request: str | None = None) -> list[str]:
         """Ask one running request (or, with None, every one) to stop; returns their ids."""
