@@ -184,6 +184,27 @@ def test_pull_shows_progress_then_the_model(
     assert len(hub.downloads(CATALOG_FILE)) == 1  # installed already: nothing downloaded
 
 
+def test_pull_of_a_file_the_store_has_downloads_nothing(
+    hub: HubStandin, gemma_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hub's sha256 names a blob the store holds (here: an import of the same file), so
+    the pull only writes the new name."""
+    hub.add_repo(CATALOG_REPO, {CATALOG_FILE: gemma_path})
+    store = tmp_path / "store"
+    monkeypatch.setenv("LLMSPELL_MODELS", str(store))
+    imported = invoke(["model", "import", str(gemma_path), "--name", "mine"])
+    assert imported.exit_code == 0, imported.stderr
+    result = invoke(["model", "pull", "gemma3-270m@llamacpp"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (
+        "pulled gemma3-270m:Q4_K_M (253.1 MB; the file was in the store: nothing downloaded)\n"
+    )
+    assert hub.downloads(CATALOG_FILE) == []
+    assert len(list((store / "blobs").iterdir())) == 1
+    listed = json_of(invoke(["-o", "json", "model", "list", "--backend", "llamacpp"]))
+    assert sorted(m["id"] for m in listed["models"]) == ["gemma3-270m:Q4_K_M", "mine"]
+
+
 def test_pull_of_an_unknown_quant_names_the_ones_that_exist(
     hub: HubStandin, gemma_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,7 +87,7 @@ def list_models(
 def pull(
     ctx: typer.Context,
     spec: SpecArgument,
-    force: Annotated[bool, typer.Option("--force", help="Download again if installed.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Download again, even if the model or its file is in the store.")] = False,
     quantization: Annotated[
         str | None,
         typer.Option("--quantization", "-q", help="Quantization to pull (e.g. Q4_K_M)."),
@@ -113,8 +113,11 @@ def pull(
 
 
 def pull_summary(result: PullResult) -> str:
-    """``pulled ID (SIZE, N downloaded in S s)``; a resumed pull says how much was resumed."""
+    """``pulled ID (SIZE, N downloaded in S s)``; a resumed pull says how much was resumed, a
+    pull of a file the store had says nothing was downloaded."""
     size = human_size(result.model.size_bytes)
+    if not result.bytes and not result.resumed_bytes:
+        return f"pulled {result.model.id} ({size}; the file was in the store: nothing downloaded)"
     if not result.resumed_bytes:
         return (
             f"pulled {result.model.id} ({size}, {human_size(result.bytes)} downloaded"

@@ -212,8 +212,9 @@ class LlamaCppBackend:
         cancel: threading.Event | None = None,
     ) -> PullResult:
         """Download a catalog model or ``hf:`` repo into the store (see the Backend protocol
-        and :mod:`.pull`); with ``force`` the installed model stays listed and usable until the
-        new download is verified."""
+        and :mod:`.pull`). A file the store holds already under another id is not downloaded
+        again; ``force`` downloads it anyway, and the installed model stays listed and usable
+        until the new download is verified."""
         started = time.perf_counter()
         target = pull_target(spec, quantization)
         report = PullProgress(target.model_id, progress)
@@ -222,14 +223,16 @@ class LlamaCppBackend:
             report("done", existing.manifest.size, existing.manifest.size)
             return PullResult(model=self._describe(existing), bytes=0, seconds=0.0)
 
-        model, resumed = download_and_install(self.store, target, report, cancel)
+        model, downloaded, resumed = download_and_install(
+            self.store, target, report, cancel, reuse=not force
+        )
         if existing is not None:
             self.cache.unload(target.model_id)  # the next load reads the new file
         size = model.manifest.size
         report.past_return("done", size, size)
         return PullResult(
             model=self._describe(model),
-            bytes=size - resumed,
+            bytes=downloaded,
             seconds=round(time.perf_counter() - started, 3),
             resumed_bytes=resumed,
         )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import Cancelled, ModelLoadError, ModelNotFound
 from ..spec import ModelSpec
@@ -19,7 +20,10 @@ from ..types import Progress, ProgressCallback
 from .cancel import check_cancel
 from .ids import BACKEND, HF_DEFAULT_QUANT
 from .metadata import read_metadata
-from .store import INCOMING_SUFFIX, Manifest, ModelStore, StoredModel, utc_now, validate_id
+from .store import Manifest, ModelStore, StoredModel, file_name_for, utc_now, validate_id
+
+if TYPE_CHECKING:
+    from .hub import HubFile
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,13 @@ def download_and_install(
     target: PullTarget,
     report: PullProgress,
     cancel: threading.Event | None,
-) -> tuple[StoredModel, int]:
+    *,
+    reuse: bool = True,
+) -> tuple[StoredModel, int, int]:
     """Resolve ``target`` on the Hub, download and verify its file, and install it; returns
-    the model and how many of its bytes an interrupted earlier pull had left and were kept."""
+    the model, how many bytes were downloaded, and how many an interrupted earlier pull had
+    left and were kept. With ``reuse``, a file the store holds already (the Hub's sha256
+    names a blob) is not downloaded at all."""
     from . import hub
 
     model_id = target.model_id
@@ -94,6 +102,11 @@ def download_and_install(
     report("resolving")
     file = hub.resolve(target.repo, target.quant)
     check_cancel("pull of", model_id, cancel)
+    if reuse and file.sha256 is not None and store.has_blob(file.sha256, file.size):
+        # The file is here already (another id, an import, an earlier pull): no download.
+        report.past_return("verifying", file.size, file.size)
+        blob = store.blob_path(file.sha256)
+        return store.install_download(None, _manifest(target, file, blob, file.sha256)), 0, 0
     incoming = store.incoming_path(model_id, file.filename)
     kept = 0
 
@@ -112,21 +125,26 @@ def download_and_install(
         )
         report.past_return("verifying", file.size, file.size)
         try:
-            metadata = read_metadata(incoming)
+            manifest = _manifest(target, file, incoming, digest)
         except ModelLoadError:
             incoming.unlink(missing_ok=True)  # intact bytes, but not a model llama.cpp reads
             raise
-        manifest = Manifest(
-            id=model_id,
-            source=target.source,
-            file=incoming.name.removesuffix(INCOMING_SUFFIX),
-            size=incoming.stat().st_size,
-            sha256=digest,
-            repo=file.repo,
-            revision=file.revision,
-            pulled_at=utc_now(),
-            **metadata.manifest_fields(file.quant.upper() or target.quant),
-        )
-        return store.install_download(incoming, manifest), kept
+        return store.install_download(incoming, manifest), manifest.size - kept, kept
     finally:
         store.tidy(model_id)
+
+
+def _manifest(target: PullTarget, file: HubFile, path: Path, digest: str) -> Manifest:
+    """The manifest of ``target`` installed from the verified ``path`` (sha256 ``digest``)."""
+    metadata = read_metadata(path)
+    return Manifest(
+        id=target.model_id,
+        source=target.source,
+        file=file_name_for(file.filename),
+        size=path.stat().st_size,
+        sha256=digest,
+        repo=file.repo,
+        revision=file.revision,
+        pulled_at=utc_now(),
+        **metadata.manifest_fields(file.quant.upper() or target.quant),
+    )
