@@ -93,7 +93,9 @@ class PullRequest(Request):
 
     command: ClassVar[str] = "pull"
     model: Spec
-    force: StrictBool = Field(default=False, description="Download again if installed.")
+    force: StrictBool = Field(
+        default=False, description="Download again, even if the model or its file is in the store."
+    )
     quantization: Text | None = Field(default=None, description="e.g. Q4_K_M.")
 
 
