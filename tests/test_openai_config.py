@@ -275,3 +275,14 @@ def test_several_servers_are_asked_at_the_same_time() -> None:
     )  # type: ignore[dict-item]
     with pytest.raises(threading.BrokenBarrierError):
         alone.status()  # one server is asked in this thread: nobody else reaches the barrier
+
+
+def test_tls_is_verified_for_https_only_and_the_ca_store_is_loaded_once() -> None:
+    import ssl
+
+    from providers.tls import verify_for
+
+    secure = verify_for("https://gpu-box:8000/v1")
+    assert isinstance(secure, ssl.SSLContext) and secure.verify_mode == ssl.CERT_REQUIRED
+    assert verify_for("HTTPS://other:443") is secure
+    assert verify_for("http://127.0.0.1:11434") is False

@@ -87,7 +87,12 @@ def list_models(
 def pull(
     ctx: typer.Context,
     spec: SpecArgument,
-    force: Annotated[bool, typer.Option("--force", help="Download again, even if the model or its file is in the store.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Download again, even if the model or its file is in the store."
+        ),
+    ] = False,
     quantization: Annotated[
         str | None,
         typer.Option("--quantization", "-q", help="Quantization to pull (e.g. Q4_K_M)."),

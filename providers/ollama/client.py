@@ -43,6 +43,7 @@ from ..errors import (
     ModelNotFound,
 )
 from ..hangup import HangUp
+from ..tls import verify_for
 
 BACKEND = "ollama"
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -98,7 +99,11 @@ class OllamaClient:
         )
         try:
             self._http = httpx.Client(
-                base_url=base_url, timeout=timeout, trust_env=False, transport=transport
+                base_url=base_url,
+                timeout=timeout,
+                trust_env=False,
+                verify=verify_for(base_url),
+                transport=transport,
             )
             # Streams (generations, pulls) each open their own connection, so that a hang-up
             # can reach its socket before Ollama sends the headers (see providers.hangup).
@@ -106,6 +111,7 @@ class OllamaClient:
                 base_url=base_url,
                 timeout=timeout,
                 trust_env=False,
+                verify=verify_for(base_url),
                 limits=httpx.Limits(max_keepalive_connections=0),
                 transport=transport,
             )

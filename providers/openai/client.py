@@ -44,6 +44,7 @@ from ..errors import (
     ModelNotFound,
 )
 from ..hangup import HangUp
+from ..tls import verify_for
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 """Upper bound on opening a connection; a refused connection fails at once anyway."""
@@ -89,6 +90,7 @@ class OpenAIClient:
             timeout=timeout,
             headers=headers,
             trust_env=False,
+            verify=verify_for(self.base_url),
             transport=transport,
         )
         # Streams each open their own connection, so that a hang-up reaches its socket even
@@ -98,6 +100,7 @@ class OpenAIClient:
             timeout=timeout,
             headers=headers,
             trust_env=False,
+            verify=verify_for(self.base_url),
             limits=httpx.Limits(max_keepalive_connections=0),
             transport=transport,
         )
