@@ -54,6 +54,21 @@ class CliState:
                 self._client = LLMSpellClient.embedded(self.config)
         return self._client
 
+    def model(self, spec: str | None) -> str:
+        """``spec`` (``-m``), else ``$LLMSPELL_MODEL``, else ``default_model`` of the config;
+        a usage error when none names a model."""
+        if spec is not None:
+            return spec
+        from providers.config import MODEL_ENV, Config  # pydantic: only when -m is missing
+
+        chosen = Config.load(self.config).model_default()
+        if chosen is None:
+            raise typer.BadParameter(
+                f"no model: pass -m SPEC, or set {MODEL_ENV} or default_model in the config",
+                param_hint="--model",
+            )
+        return chosen
+
     def kernel(self) -> LLMSpellClient:
         """The client of an llmspell kernel, for its typed model commands (``list()``,
         ``pull()``, ``generate()``...); another kind of kernel is refused here, since it would

@@ -8,7 +8,6 @@ display well and can be indexed without importing anything.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -38,7 +37,6 @@ from .protocol.results import Result
 
 R = TypeVar("R", bound=Request)
 
-MODEL_ENV = "LLMSPELL_MODEL"
 PROGRESS_INTERVAL = 0.25
 """Seconds between two progress updates of the same phase (a few per second, not thousands)."""
 
@@ -76,13 +74,15 @@ class LocalLLM:
     @property
     def default_model(self) -> str | None:
         """The model ``Agent()`` and ``%llm`` use when none is named: the one set with
-        :meth:`set_default_model`, else ``$LLMSPELL_MODEL``, else None."""
+        :meth:`set_default_model`, else ``$LLMSPELL_MODEL``, else the config's
+        ``default_model``, else None."""
         if self._default is not None:
             return self._default
-        return os.environ.get(MODEL_ENV, "").strip() or None
+        return self._manager.config.model_default()
 
     def set_default_model(self, spec: str | None) -> None:
-        """Use ``spec`` when no model is named; ``None`` goes back to ``$LLMSPELL_MODEL``."""
+        """Use ``spec`` when no model is named; ``None`` goes back to ``$LLMSPELL_MODEL`` or
+        the config's ``default_model``."""
         if spec is None:
             self._default = None
             return

@@ -21,11 +21,13 @@ from urllib.parse import urlsplit
 from platformdirs import user_config_path, user_data_path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, LLMSpellError
 from .options import OPTION_NAMES, GenerationOptions
-from .spec import BACKEND_ALIASES, BACKENDS, normalize_backend
+from .spec import BACKEND_ALIASES, BACKENDS, ModelSpec, normalize_backend
 
 CONFIG_ENV = "LLMSPELL_CONFIG"
+MODEL_ENV = "LLMSPELL_MODEL"
+"""The model used where none is named (wins over ``default_model`` in the config)."""
 MODELS_ENV = "LLMSPELL_MODELS"
 OLLAMA_HOST_ENV = "OLLAMA_HOST"
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -148,6 +150,9 @@ ENDPOINT_TYPES: dict[str, type[OpenAIEndpoint] | type[OllamaEndpoint]] = {
 
 class Config(_Strict):
     default_backend: str | None = None
+    default_model: str | None = None
+    """The model of ``prompt``, ``chat``, ``Agent()`` and ``%llm`` when none is named
+    (``$LLMSPELL_MODEL`` wins; see :meth:`model_default`)."""
     providers: ProvidersConfig = ProvidersConfig()
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
     """``[generation]``: default options of every generation on every backend; a request's
@@ -156,6 +161,21 @@ class Config(_Strict):
     """The named endpoints (``[providers.NAME]`` with a ``type``), in the file's order."""
     source: Path | None = Field(default=None, exclude=True)
     """The file this came from, None for defaults."""
+
+    @field_validator("default_model")
+    @classmethod
+    def _default_model(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ModelSpec.parse(value))
+        except LLMSpellError as exc:  # pydantic reports only ValueErrors as the key's error
+            raise ValueError(str(exc)) from None
+
+    def model_default(self) -> str | None:
+        """The model to use when none is named: ``$LLMSPELL_MODEL``, else ``default_model``,
+        else None."""
+        return os.environ.get(MODEL_ENV, "").strip() or self.default_model
 
     @field_validator("generation", mode="before")
     @classmethod

@@ -69,6 +69,54 @@ def test_prompt_with_an_unknown_model_exits_1(gemma_store: CliSession) -> None:
     assert "nope" in result.stderr
 
 
+@pytest.mark.model
+def test_prompt_takes_every_option_and_the_default_model_of_the_config(
+    gemma_store: CliSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMSPELL_MODEL", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text(f'default_model = "{GEMMA_SPEC}"\n', encoding="utf-8")
+    args = ["--config", str(config), "--output", "json", "prompt", "--raw", "One, two, three,"]
+    flags = ["-t", "0", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05"]
+    flags += ["--repeat-penalty", "1.1", "--num-ctx", "512", "--seed", "7"]
+    whole = json_of(invoke([*args, *flags, "-o", "max_tokens=6"]))
+    assert (
+        whole["model"].startswith("gemma3-270m") and 0 < whole["metrics"]["generated_tokens"] <= 6
+    )
+    word = whole["text"].split()[0].strip(",.")
+    cut = json_of(invoke([*args, *flags, "-o", "max_tokens=6", "--stop", word]))
+    assert word not in cut["text"] and cut["metrics"]["stop_reason"] == "stop"
+
+
+def test_prompt_without_a_model_or_with_a_bad_option_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMSPELL_MODEL", raising=False)
+    monkeypatch.setenv("LLMSPELL_CONFIG", str(tmp_path / "empty.toml"))
+    (tmp_path / "empty.toml").write_text("", encoding="utf-8")
+    missing = invoke(["prompt", "hello"])
+    assert missing.exit_code == 2 and "LLMSPELL_MODEL" in missing.stderr
+    shapeless = invoke(["prompt", "-m", GEMMA_SPEC, "-o", "temperature", "hello"])
+    assert shapeless.exit_code == 2 and "KEY=VALUE" in shapeless.stderr
+
+
+def test_option_flags_are_checked_by_the_one_options_validator() -> None:
+    import typer
+
+    from llmspell_cli.generation_flags import options_from_flags
+
+    options = options_from_flags(
+        {"option": ["frequency_penalty=0.5", 'stop=["a", "b"]', "top_k=3"], "top_k": 9}
+    )
+    assert (options.frequency_penalty, options.stop, options.top_k) == (0.5, ("a", "b"), 9)
+    with pytest.raises(typer.BadParameter, match="'top_p' must be > 0 and <= 1") as bad:
+        options_from_flags({"top_p": 5.0})
+    assert bad.value.param_hint == "--top-p"
+    with pytest.raises(typer.BadParameter, match="unknown option 'nope'") as bad:
+        options_from_flags({"option": ["nope=1"]})
+    assert bad.value.param_hint == "-o"
+
+
 # chat -----------------------------------------------------------------------------------------
 
 

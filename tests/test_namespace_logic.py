@@ -83,6 +83,24 @@ def test_default_model_from_env_then_set_default_model(
         llm.set_default_model("../etc/passwd")
 
 
+def test_the_configs_default_model_comes_after_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmspell_kernel.local_llm import LocalLLM
+    from providers.config import Config
+    from providers.manager import ProviderManager
+
+    monkeypatch.delenv("LLMSPELL_MODEL", raising=False)
+    manager = ProviderManager(Config.from_dict({"default_model": "gemma3-270m@llamacpp"}))
+    try:
+        llm = LocalLLM(manager)
+        assert llm.default_model == "gemma3-270m@llamacpp"
+        monkeypatch.setenv("LLMSPELL_MODEL", "phi3@ollama")
+        assert llm.default_model == "phi3@ollama"
+    finally:
+        manager.close()
+
+
 # Options ---------------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..context import CliState, state
+from ..generation_flags import with_generation_flags
 from ..signals import Terminated
 
 if TYPE_CHECKING:
@@ -25,26 +26,16 @@ if TYPE_CHECKING:
 CHAT_HELP = "/exit or Ctrl-D ends the chat, /reset forgets the history, Ctrl-C stops an answer."
 
 ModelOption = Annotated[
-    str,
-    typer.Option("--model", "-m", metavar="SPEC", help="Model spec, e.g. gemma3-270m@llamacpp."),
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="SPEC",
+        help="Model spec, e.g. gemma3-270m@llamacpp (default: $LLMSPELL_MODEL, else"
+        " default_model in the config).",
+    ),
 ]
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
-MaxTokensOption = Annotated[
-    int | None, typer.Option("--max-tokens", min=1, help="Stop after this many tokens.")
-]
-TemperatureOption = Annotated[
-    float | None, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature.")
-]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
-
-
-def _options(
-    max_tokens: int | None, temperature: float | None, seed: int | None
-) -> GenerationOptions:
-    from providers.options import generation_options  # pydantic: not on `--help`'s path
-
-    given = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-    return generation_options(given, what="options")
 
 
 def _generate(
@@ -99,14 +90,13 @@ def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
 
+@with_generation_flags
 def prompt(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(metavar="TEXT", help="The prompt; '-' reads stdin.")],
-    model: ModelOption,
+    options: GenerationOptions,
+    model: ModelOption = None,
     system: SystemOption = None,
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    seed: SeedOption = None,
     stats: Annotated[
         bool, typer.Option("--stats", help="Then print token counts and speed on stderr.")
     ] = False,
@@ -120,6 +110,7 @@ def prompt(
 ) -> None:
     """Generate one answer to TEXT, streamed as it is produced."""
     cli = state(ctx)
+    model = cli.model(model)
     if text == "-":
         text = sys.stdin.read()
     if not text.strip():
@@ -134,7 +125,7 @@ def prompt(
     else:
         request = [Message("system", system)] if system else []
         request.append(Message("user", text))
-    result = _generate(cli, model, request, _options(max_tokens, temperature, seed))
+    result = _generate(cli, model, request, options)
     if cli.json_mode:
         cli.output.document(result.content())
         return
@@ -157,13 +148,12 @@ def metrics_line(metrics: Metrics) -> str:
     return ", ".join(parts)
 
 
+@with_generation_flags
 def chat(
     ctx: typer.Context,
-    model: ModelOption,
+    options: GenerationOptions,
+    model: ModelOption = None,
     system: SystemOption = None,
-    max_tokens: MaxTokensOption = None,
-    temperature: TemperatureOption = None,
-    seed: SeedOption = None,
 ) -> None:
     """Talk with a model; the conversation is kept until you leave.
 
@@ -173,7 +163,7 @@ def chat(
     """
     cli = state(ctx)
     out = cli.output
-    options = _options(max_tokens, temperature, seed)
+    model = cli.model(model)
     from providers.options import Message
 
     base = [Message("system", system)] if system else []

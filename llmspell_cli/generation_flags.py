@@ -1,0 +1,144 @@
+"""The generation options of ``prompt`` and ``chat``: a flag for each common option of the
+protocol, and ``-o KEY=VALUE`` for any of them (``llm``'s ``-o``).
+
+The flags only collect what was typed; :func:`providers.options.generation_options` is the one
+check of names, types and ranges, the same as for a ``generate`` request over the wire.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from providers.options import GenerationOptions
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+_FLAGS: tuple[tuple[str, Any, tuple[str, ...], str], ...] = (
+    ("max_tokens", int, ("--max-tokens",), "Stop after this many tokens."),
+    ("temperature", float, ("--temperature", "-t"), "Sampling temperature (0: greedy)."),
+    ("top_p", float, ("--top-p",), "Nucleus sampling: keep the tokens of this probability mass."),
+    ("top_k", int, ("--top-k",), "Sample from the K most likely tokens (0: all)."),
+    ("min_p", float, ("--min-p",), "Drop tokens below this fraction of the likeliest one."),
+    ("repeat_penalty", float, ("--repeat-penalty",), "Penalty for repeated tokens (1: none)."),
+    ("num_ctx", int, ("--num-ctx",), "Context window in tokens (the model is loaded with it)."),
+    ("seed", int, ("--seed",), "Random seed (the same seed and options: the same text)."),
+)
+_STOP = "stop"
+_OPTION = "option"
+
+
+def _parameters() -> list[inspect.Parameter]:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            name,
+            keyword,
+            default=None,
+            annotation=Annotated[kind | None, typer.Option(*flags, help=help_text)],
+        )
+        for name, kind, flags, help_text in _FLAGS
+    ]
+    params.append(
+        inspect.Parameter(
+            _STOP,
+            keyword,
+            default=None,
+            annotation=Annotated[
+                list[str] | None,
+                typer.Option("--stop", metavar="TEXT", help="Stop at this text (repeatable)."),
+            ],
+        )
+    )
+    params.append(
+        inspect.Parameter(
+            _OPTION,
+            keyword,
+            default=None,
+            annotation=Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--option",
+                    "-o",
+                    metavar="KEY=VALUE",
+                    help="Any generation option, e.g. -o frequency_penalty=0.5 (repeatable).",
+                ),
+            ],
+        )
+    )
+    return params
+
+
+def with_generation_flags(command: Command) -> Command:
+    """``command`` with the generation flags added to its command line; it is called with
+    ``options`` (:class:`~providers.options.GenerationOptions`) in their place."""
+    signature = inspect.signature(command)
+    kept = [
+        p.replace(annotation=_evaluated(p.annotation, command))
+        for p in signature.parameters.values()
+        if p.name != "options"  # its type is imported for type checking only
+    ]
+    names = [name for name, *_ in _FLAGS] + [_STOP, _OPTION]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: kwargs.pop(name, None) for name in names}
+        return command(*args, options=options_from_flags(flags), **kwargs)
+
+    parameters = [*kept, *_parameters()]
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper  # type: ignore[return-value]
+
+
+def _evaluated(annotation: Any, command: Callable[..., Any]) -> Any:
+    """A parameter's annotation; a string one (``from __future__ import annotations``) is
+    evaluated in the command's module, as typer would."""
+    if isinstance(annotation, str):
+        return eval(annotation, command.__globals__)  # the module's own source, as typing does
+    return annotation
+
+
+def options_from_flags(flags: dict[str, Any]) -> GenerationOptions:
+    """The options the flags give; ``-o`` values are JSON when they parse as JSON (numbers,
+    ``true``, lists), else text. An explicit flag wins over ``-o`` for the same option."""
+    values: dict[str, Any] = {}
+    for item in flags.pop(_OPTION, None) or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="-o")
+        values[key.strip()] = _value(text)
+    _check(values, "-o")
+    stop = flags.pop(_STOP, None)
+    if stop:
+        values[_STOP] = list(stop)
+    hints = {name: hint[0] for name, _, hint, _ in _FLAGS} | {_STOP: "--stop"}
+    for name, value in flags.items():
+        if value is not None:
+            _check({name: value}, hints[name])
+            values[name] = value
+    return _check(values, "options")
+
+
+def _check(values: dict[str, Any], hint: str) -> GenerationOptions:
+    """``values`` as options; a usage error naming ``hint`` (the flag) when they are wrong."""
+    from providers.errors import InvalidRequest
+    from providers.options import generation_options  # pydantic: not on `--help`'s path
+
+    try:
+        return generation_options(values, what=hint)
+    except InvalidRequest as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"{hint}: "), param_hint=hint) from None
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
