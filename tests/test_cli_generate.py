@@ -3,6 +3,7 @@ Gemma model: streamed text, JSON documents, scripts and their failures, kernel p
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -143,6 +144,39 @@ def test_chat_keeps_history_until_exit(daemon: dict[str, Any]) -> None:
     assert roles == ["system", "user", "assistant"]
     assert document["messages"][1]["content"] == "What did I say?"
     assert all(turn["metrics"]["generated_tokens"] <= 8 for turn in document["turns"])
+
+
+@pytest.mark.model
+def test_chat_commands_and_multi_line_messages(daemon: dict[str, Any], tmp_path: Path) -> None:
+    saved = tmp_path / "chat.json"
+    lines = [
+        "/system Answer in one word.",
+        '"""Line one',
+        "line two",
+        '"""',
+        "/history",
+        f"/save {saved}",
+        "/clear",
+        "/nonsense",
+        "/history",
+    ]
+    one_token = ["-m", GEMMA_SPEC, "-t", "0", "--max-tokens", "1"]
+    result = invoke(
+        ["--connect", daemon["connection_file"], "chat", *one_token],
+        input="\n".join(lines) + "\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    err = " ".join(result.stderr.split())
+    assert "system prompt set" in err and "user: Line one line two" in err
+    assert "[answer cut by --max-tokens after 1 token]" in err
+    assert "unknown command /nonsense" in err
+    # /clear keeps the system prompt: the last /history shows it alone
+    assert err.endswith("system: Answer in one word."), err
+    document = json.loads(saved.read_text(encoding="utf-8"))
+    assert [m["role"] for m in document["messages"]] == ["system", "user", "assistant"]
+    assert document["messages"][0]["content"] == "Answer in one word."
+    assert document["messages"][1]["content"] == "Line one\nline two"
+    assert document["model"].startswith("gemma3-270m")
 
 
 @pytest.mark.model

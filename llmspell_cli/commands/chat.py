@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -23,7 +24,12 @@ if TYPE_CHECKING:
     from providers.options import GenerationOptions, Message
     from providers.types import Metrics, Progress
 
-CHAT_HELP = "/exit or Ctrl-D ends the chat, /reset forgets the history, Ctrl-C stops an answer."
+CHAT_HELP = (
+    "/exit or Ctrl-D ends the chat, /clear forgets the history, /history shows it, /system TEXT"
+    ' sets the system prompt, /save FILE writes the conversation as JSON, """ starts and ends'
+    " a multi-line message, Ctrl-C stops an answer."
+)
+MULTILINE = '"""'
 
 ModelOption = Annotated[
     str | None,
@@ -180,24 +186,19 @@ def chat(
         out.note(f"chatting with {loaded.model.id}. {CHAT_HELP}")
     while True:
         try:
-            line = _read_line(cli)
+            text = _read_message(cli)
         except Terminated:
             raise
         except (EOFError, KeyboardInterrupt):
             if not cli.json_mode:
                 out.write("\n")
             break
-        text = line.strip()
         if not text:
             continue
         if text in ("/exit", "/quit", "/bye"):
             break
-        if text == "/reset":
-            history = list(base)
-            out.note("history cleared")
-            continue
-        if text in ("/help", "/?"):
-            out.note(CHAT_HELP)
+        if text.startswith("/"):
+            base, history = _slash_command(cli, text, base, history, resolved)
             continue
         history.append(Message("user", text))
         answer = _StreamedAnswer(cli)
@@ -218,18 +219,81 @@ def chat(
             out.write("\n")
             out.note("[answer interrupted]")
             continue
+        if result.metrics.stop_reason == "length":
+            count = result.metrics.generated_tokens
+            out.note(f"[answer cut by --max-tokens after {count} token{'' if count == 1 else 's'}]")
         history.append(Message("assistant", result.text))
         turns.append({"user": text, "assistant": result.text, "metrics": result.metrics.to_dict()})
         resolved = result.model
     if cli.json_mode:
-        messages = [message.to_dict() for message in history]
-        out.document({"model": resolved, "messages": messages, "turns": turns})
+        out.document(_transcript(resolved, history) | {"turns": turns})
 
 
-def _read_line(cli: CliState) -> str:
+def _transcript(model: str, history: list[Message]) -> dict[str, Any]:
+    return {"model": model, "messages": [message.to_dict() for message in history]}
+
+
+def _slash_command(
+    cli: CliState, text: str, base: list[Message], history: list[Message], model: str
+) -> tuple[list[Message], list[Message]]:
+    """Carry out a ``/command`` of the chat; returns the new system messages and history."""
+    from providers.options import Message
+
+    out = cli.output
+    command, _, argument = text.partition(" ")
+    argument = argument.strip()
+    if command in ("/clear", "/reset"):
+        out.note("history cleared")
+        return base, list(base)
+    if command == "/system":
+        if not argument:
+            out.warn("/system needs the text of the system prompt")
+            return base, history
+        system = [Message("system", argument)]
+        out.note("system prompt set")
+        return system, system + [m for m in history if m.role != "system"]
+    if command == "/history":
+        for message in history:
+            out.note(f"{message.role}: {message.content}")
+        if not history:
+            out.note("(no messages yet)")
+        return base, history
+    if command == "/save":
+        if not argument:
+            out.warn("/save needs a file name")
+            return base, history
+        import json
+
+        path = Path(argument).expanduser()
+        try:
+            path.write_text(json.dumps(_transcript(model, history), indent=2) + "\n", "utf-8")
+        except OSError as exc:
+            out.warn(f"cannot save to {path}: {exc.strerror or exc}")
+        else:
+            out.note(f"saved {len(history)} messages to {path}")
+        return base, history
+    if command not in ("/help", "/?"):
+        out.warn(f"unknown command {command}")
+    out.note(CHAT_HELP)
+    return base, history
+
+
+def _read_message(cli: CliState) -> str:
+    """One message: a line, or the lines between two ``\"\"\"`` (as in Ollama's REPL)."""
+    first = _read_line(cli).strip()
+    if not first.startswith(MULTILINE):
+        return first
+    lines = [first.removeprefix(MULTILINE)]
+    while not lines[-1].rstrip().endswith(MULTILINE):
+        lines.append(_read_line(cli, continued=True).rstrip("\n"))
+    lines[-1] = lines[-1].rstrip().removesuffix(MULTILINE)
+    return "\n".join(lines).strip()
+
+
+def _read_line(cli: CliState, *, continued: bool = False) -> str:
     if cli.json_mode:
         line = sys.stdin.readline()
         if not line:
             raise EOFError
         return line
-    return cli.output.out.input("[bold green]>>> [/]")
+    return cli.output.out.input("[bold green]... [/]" if continued else "[bold green]>>> [/]")
