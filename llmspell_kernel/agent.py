@@ -11,7 +11,7 @@ from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
 from providers import GenerationOptions, InvalidRequest, Message, Metrics
-from providers.options import generation_options
+from providers.options import CONVERSATION_DEFAULTS, generation_options, with_defaults
 
 from .commands import generation
 from .local_llm import LocalLLM
@@ -26,7 +26,9 @@ class Agent:
     ``Agent(model=None, system_prompt=None, **options)``: ``model`` is a spec such as
     ``"gemma3-270m"`` (None = ``LocalLLM.default_model``); options are generation options
     (``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repeat_penalty``, ``seed``,
-    ``max_tokens``, ``stop``, ``num_ctx``).
+    ``max_tokens``, ``stop``, ``num_ctx``, ``overflow``: ``truncate`` by default, so that a
+    conversation longer than the context goes on without its oldest turns, and
+    ``last_metrics["dropped_messages"]`` says how many; ``error`` refuses it).
 
     - ``complete(text)``: one answer to ``text`` alone (system prompt, no history);
     - ``chat(text)``: the next turn of the conversation, remembered in ``history``;
@@ -52,7 +54,9 @@ class Agent:
                 f"Agent system_prompt must be a string, not {type(system_prompt).__name__}"
             )
         self.system_prompt = system_prompt or None
-        self.options: GenerationOptions = generation_options(options, what="Agent")
+        self.options: GenerationOptions = with_defaults(
+            generation_options(options, what="Agent"), CONVERSATION_DEFAULTS
+        )
         self._turns: list[Message] = []
         self._last_metrics: Metrics | None = None
 

@@ -28,6 +28,7 @@ from .errors import InvalidRequest
 from .validation import invalid_request
 
 Role = Literal["system", "user", "assistant"]
+Overflow = Literal["error", "truncate"]
 
 MAX_CONTEXT = 1 << 24
 """The largest ``num_ctx`` any request may ask for (16,777,216 tokens): beyond every model's
@@ -69,6 +70,11 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     """Strings that end the generation (a single string is one stop string)."""
     num_ctx: StrictInt | None = Field(default=None, ge=1, le=MAX_CONTEXT)
+    overflow: Overflow | None = None
+    """A conversation (``messages``) longer than the context: ``error`` (the default of a
+    ``generate`` request) refuses it; ``truncate`` (the default of ``Agent`` and ``llmspell
+    chat``) leaves out its oldest turns after the system prompt, and ``dropped_messages`` in
+    the metrics says how many (llamacpp; Ollama truncates on its own side)."""
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -87,6 +93,11 @@ class GenerationOptions:
 OPTION_FIELDS: dict[str, FieldInfo] = GenerationOptions.__pydantic_fields__  # type: ignore[attr-defined]
 """Every generation option's field (type, default, range), in the documented order."""
 OPTION_NAMES: tuple[str, ...] = tuple(OPTION_FIELDS)
+
+
+CONVERSATION_DEFAULTS = GenerationOptions(overflow="truncate")
+"""What a conversation (``Agent``, ``llmspell chat``) leaves unset gets: a conversation that
+outgrows the context goes on without its oldest turns, as Ollama's does."""
 
 
 def with_defaults(options: GenerationOptions, *defaults: GenerationOptions) -> GenerationOptions:

@@ -51,6 +51,8 @@ class Metrics:
     queue_seconds: float = 0.0
     """How long the request waited for the model (busy with other requests) before it ran;
     included in ``time_to_first_token`` and ``total_seconds``, which count from the request."""
+    dropped_messages: int = 0
+    """Messages of the conversation left out to fit the context (``overflow: truncate``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)

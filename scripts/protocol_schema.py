@@ -59,6 +59,8 @@ def type_text(prop: Json, defs: Json) -> str:
     if "anyOf" in prop:
         kinds = [type_text(p, defs) for p in prop["anyOf"] if p.get("type") != "null"]
         return " or ".join(kinds)
+    if "enum" in prop:
+        return " or ".join(json.dumps(value) for value in prop["enum"])
     kind = prop.get("type")
     if kind == "array":
         return f"[{type_text(prop.get('items', {}), defs)}]"

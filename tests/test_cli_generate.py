@@ -180,6 +180,21 @@ def test_chat_commands_and_multi_line_messages(daemon: dict[str, Any], tmp_path:
 
 
 @pytest.mark.model
+def test_chat_outgrowing_its_context_goes_on_without_its_oldest_turns(
+    gemma_store: CliSession,
+) -> None:
+    flags = ["-m", GEMMA_SPEC, "-t", "0", "--max-tokens", "4", "--num-ctx", "256"]
+    long_line = "Tell me about the sea. " * 20  # about 120 tokens: the third turn overflows
+    result = invoke(["chat", *flags], input=f"{long_line}\n" * 3)
+    assert result.exit_code == 0, result.stderr
+    assert "earlier messages left out to fit the context" in result.stderr
+    refused = invoke(["chat", *flags, "-o", "overflow=error"], input=f"{long_line}\n" * 3)
+    # the refused turn is an error line; the chat goes on with its history
+    assert refused.exit_code == 0, refused.stderr
+    assert "set overflow to truncate" in " ".join(refused.stderr.split())
+
+
+@pytest.mark.model
 def test_chat_with_an_unknown_model_fails_before_the_first_prompt(gemma_store: CliSession) -> None:
     result = invoke(["chat", "-m", "nope@llamacpp"], input="hello\n")
     assert result.exit_code == 1

@@ -253,6 +253,7 @@ def test_eight_clients_by_500_requests_during_a_pull_a_generation_and_a_cell(
             lambda: puller.model_request(
                 "pull",
                 model=f"hf:{SLOW_REPO}",
+                force=True,  # the store has the file: a download only when forced
                 timeout=300,
                 on_progress=lambda e: downloading.set() if e.get("completed") else None,
             )

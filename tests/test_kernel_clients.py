@@ -422,7 +422,12 @@ def test_ctrl_c_in_a_connected_cli_leaves_another_clients_pull_running(
 
                 def pull() -> None:
                     try:
-                        pulled.append(puller.pull("hf:test/slow-GGUF:Q4_K_M", on_progress=progress))
+                        # force: the store has the file (imported), a pull would reuse it
+                        pulled.append(
+                            puller.pull(
+                                "hf:test/slow-GGUF:Q4_K_M", force=True, on_progress=progress
+                            )
+                        )
                     except BaseException as exc:
                         pulled.append(exc)
 

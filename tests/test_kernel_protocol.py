@@ -277,7 +277,9 @@ def test_pull_reports_progress_then_remove(
     raw: BlockingKernelClient, hub_server: HubStandin
 ) -> None:
     hub_server.faults.reset()
-    result = model_request(raw, {"command": "pull", "model": "gemma3-270m@llamacpp"})
+    # force: the kernel's store has this file already (imported), which a pull would reuse
+    pull = {"command": "pull", "model": "gemma3-270m@llamacpp", "force": True}
+    result = model_request(raw, pull)
     content = result.content
     assert content["status"] == "ok", content
     assert content["model"]["id"] == "gemma3-270m:Q4_K_M"
@@ -453,7 +455,11 @@ def test_cell_runs_while_a_pull_runs_and_interrupt_stops_the_pull(
         try:
             outcome.append(
                 client.model_request(
-                    "pull", model=f"hf:{SLOW_REPO}", timeout=120, on_progress=on_progress
+                    "pull",
+                    model=f"hf:{SLOW_REPO}",
+                    force=True,  # the store has the file: a download only when forced
+                    timeout=120,
+                    on_progress=on_progress,
                 )
             )
         except BaseException as exc:

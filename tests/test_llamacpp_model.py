@@ -274,6 +274,54 @@ def test_context_size_option_reloads_only_when_it_changes(backend: LlamaCppBacke
         list(backend.complete(GEMMA, "word " * 300, tiny))
 
 
+def test_a_conversation_longer_than_the_context_truncates_or_is_refused(
+    backend: LlamaCppBackend,
+) -> None:
+    """num_ctx 256 and ten turns of about 40 tokens: ``truncate`` leaves out the oldest turns
+    (in pairs, after the system prompt) and says how many; ``error`` refuses the request."""
+    history = [Message("system", "You answer briefly.")]
+    for n in range(10):
+        history.append(Message("user", f"Tell me fact {n} about the sea, in detail, please. " * 3))
+        history.append(Message("assistant", f"Fact {n}: the sea is large and salty."))
+    history.append(Message("user", "And the last fact?"))
+    small = GenerationOptions(max_tokens=8, temperature=0.0, num_ctx=256)
+    with pytest.raises(GenerationError, match="set overflow to truncate"):
+        list(backend.chat(GEMMA, history, small))
+    kept = GenerationOptions(max_tokens=8, temperature=0.0, num_ctx=256, overflow="truncate")
+    text, metrics = text_and_metrics(list(backend.chat(GEMMA, history, kept)))
+    assert metrics.dropped_messages % 2 == 0 and 2 <= metrics.dropped_messages < 20
+    assert metrics.prompt_tokens + 8 <= 256 and metrics.generated_tokens > 0
+    # what is left is the system prompt and the latest turns: the same prompt as sending them
+    rest = [history[0], *history[1 + metrics.dropped_messages :]]
+    same = GenerationOptions(max_tokens=8, temperature=0.0, num_ctx=256)
+    again, again_metrics = text_and_metrics(list(backend.chat(GEMMA, rest, same)))
+    assert (again, again_metrics.prompt_tokens) == (text, metrics.prompt_tokens)
+    assert again_metrics.dropped_messages == 0
+    alone = [Message("user", "word " * 400)]
+    with pytest.raises(GenerationError, match="its last message alone does not fit"):
+        list(backend.chat(GEMMA, alone, kept))
+
+
+def test_fit_conversation_keeps_the_system_prompt_and_whole_turns() -> None:
+    from providers.llamacpp.generation import Prompt, fit_conversation
+
+    def tokens_of(messages: Any) -> Prompt:
+        return Prompt([0] * sum(len(m.content) for m in messages))
+
+    messages = [
+        Message("system", "ss"),
+        Message("user", "u1u1"),
+        Message("assistant", "a1a1"),
+        Message("user", "u2u2"),
+        Message("assistant", "a2a2"),
+        Message("user", "u3"),
+    ]
+    assert fit_conversation(messages, tokens_of, 100).dropped == 0
+    fitted = fit_conversation(messages, tokens_of, 12)
+    assert (fitted.dropped, len(fitted.tokens)) == (2, 12)
+    assert fit_conversation(messages, tokens_of, 1).dropped == 4  # the last message stays
+
+
 def test_native_log_goes_to_python_logging(
     store_dir: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:

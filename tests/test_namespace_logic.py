@@ -158,7 +158,10 @@ def test_chat_keeps_history_and_the_second_turn_sees_it(
         {"role": "assistant", "content": "Hello, world!"},
         {"role": "user", "content": "And then?"},
     ]
-    assert scripted.chats[1][2] == GenerationOptions(max_tokens=16, temperature=0.0)
+    # an Agent's conversation truncates by default (overflow), the rest is what it was given
+    assert scripted.chats[1][2] == GenerationOptions(
+        max_tokens=16, temperature=0.0, overflow="truncate"
+    )
     assert agent.history[-1] == {"role": "assistant", "content": "Second answer"}
     assert len(agent.history) == 5
     assert agent.last_metrics is not None and agent.last_metrics["generated_tokens"] == 2

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from providers.errors import LLMSpellError
+
 from ..context import CliState, state
 from ..generation_flags import with_generation_flags
 from ..signals import Terminated
@@ -170,7 +172,9 @@ def chat(
     cli = state(ctx)
     out = cli.output
     model = cli.model(model)
-    from providers.options import Message
+    from providers.options import CONVERSATION_DEFAULTS, Message, with_defaults
+
+    options = with_defaults(options, CONVERSATION_DEFAULTS)
 
     base = [Message("system", system)] if system else []
     history: list[Message] = list(base)
@@ -208,6 +212,15 @@ def chat(
                 out.write("\n")
         except Terminated:
             raise  # SIGTERM/SIGHUP end the chat (the request is cancelled already)
+        except LLMSpellError as exc:
+            if cli.json_mode:
+                raise  # a script reads one error document
+            # The conversation is kept: the question that failed is taken back.
+            history.pop()
+            if answer.pieces:
+                out.write("\n")
+            out.error(type(exc).__name__, exc.message)
+            continue
         except KeyboardInterrupt:
             # The client has cancelled the generation; the chat goes on. The user sees the
             # partial answer, so it stays in the history (an empty one drops the question).
@@ -219,6 +232,13 @@ def chat(
             out.write("\n")
             out.note("[answer interrupted]")
             continue
+        if result.metrics.dropped_messages:
+            dropped = result.metrics.dropped_messages
+            out.note(
+                f"[{dropped} earlier message{'' if dropped == 1 else 's'} left out to fit the"
+                " context: --num-ctx gives it more room]",
+                style="dim",
+            )
         if result.metrics.stop_reason == "length":
             count = result.metrics.generated_tokens
             out.note(f"[answer cut by --max-tokens after {count} token{'' if count == 1 else 's'}]")

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import GenerationError, InvalidRequest, LLMSpellError
 from ..types import Chunk, GenerationOptions, Message, Metrics
@@ -51,9 +51,18 @@ REPEAT_CHECK_EVERY = 32
 """Characters generated between two looks for a repetition."""
 _ROLES = ("system", "user", "assistant")
 
-Prompt = tuple[list[int], tuple[str, ...], tuple[int, ...]]
-"""A prompt's tokens, and the stop strings and stop token ids its template adds."""
-PromptBuilder = Callable[["Llama"], Prompt]
+
+class Prompt(NamedTuple):
+    """A prompt's tokens, the stop strings and stop token ids its template adds, and how many
+    messages of the conversation were left out to fit the context."""
+
+    tokens: list[int]
+    stops: tuple[str, ...] = ()
+    stop_ids: tuple[int, ...] = ()
+    dropped: int = 0
+
+
+PromptBuilder = Callable[["Llama", GenerationOptions], Prompt]
 
 
 # Checking a request ------------------------------------------------------------------------------
@@ -85,23 +94,61 @@ def context_size(requested: int | None) -> int | None:
 
 
 def chat_prompt(template: ChatTemplate, messages: Sequence[Message]) -> PromptBuilder:
-    """``messages`` through the model's chat template."""
+    """``messages`` through the model's chat template; with ``overflow: truncate``, without the
+    oldest turns that do not fit (see :func:`fit_conversation`)."""
 
-    def build(llama: Llama) -> Prompt:
-        formatted = format_messages(template, messages, llama)
+    def tokens_of(llama: Llama, chosen: Sequence[Message]) -> Prompt:
+        formatted = format_messages(template, chosen, llama)
         tokens = llama.tokenize(
             formatted.prompt.encode("utf-8"), add_bos=formatted.add_bos, special=True
         )
-        return tokens, formatted.stop, formatted.stop_token_ids
+        return Prompt(tokens, formatted.stop, formatted.stop_token_ids)
+
+    def build(llama: Llama, options: GenerationOptions) -> Prompt:
+        if options.overflow != "truncate":
+            return tokens_of(llama, messages)
+        return fit_conversation(messages, lambda m: tokens_of(llama, m), budget(llama, options))
 
     return build
+
+
+def budget(llama: Llama, options: GenerationOptions) -> int:
+    """How many prompt tokens leave room for the answer: the context less ``max_tokens``
+    (at most half the context, so that a long answer asked of a small context still leaves
+    its conversation a place)."""
+    context = int(llama.n_ctx())
+    return context - min(options.max_tokens or 0, context // 2)
+
+
+def fit_conversation(
+    messages: Sequence[Message], tokens_of: Callable[[Sequence[Message]], Prompt], limit: int
+) -> Prompt:
+    """The prompt of ``messages`` without as many of the oldest turns as it takes to be at most
+    ``limit`` tokens: the leading system messages and the last message are always kept, and the
+    kept part starts with a user message (turns go in pairs). The result's ``dropped`` counts
+    the messages left out; when even the shortest prompt is too long, it is returned as it is
+    (the token loop then says that the prompt does not fit)."""
+    head = 0
+    while head < len(messages) - 1 and messages[head].role == "system":
+        head += 1
+    system, turns = list(messages[:head]), list(messages[head:])
+    dropped = 0
+    prompt = tokens_of(messages)
+    while len(prompt.tokens) > limit and len(turns) > 1:
+        turns.pop(0)
+        dropped += 1
+        while len(turns) > 1 and turns[0].role != "user":
+            turns.pop(0)
+            dropped += 1
+        prompt = tokens_of(system + turns)
+    return prompt._replace(dropped=dropped)
 
 
 def completion_prompt(prompt: str) -> PromptBuilder:
     """``prompt`` as given (no template)."""
 
-    def build(llama: Llama) -> Prompt:
-        return llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True), (), ()
+    def build(llama: Llama, _options: GenerationOptions) -> Prompt:
+        return Prompt(llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
 
     return build
 
@@ -122,16 +169,14 @@ def generate(
     for the whole stream. ``load_seconds`` is what loading it took and ``queue_seconds`` how
     long the request waited for it, for the metrics."""
     try:
-        tokens, stops, stop_ids = prompt(llama)
+        built = prompt(llama, options)
     except LLMSpellError:
         raise
     except Exception as exc:
         raise GenerationError(
             f"{model_id}: cannot build the prompt: {exc}", model=model_id, backend=BACKEND
         ) from exc
-    yield from _run(
-        model_id, llama, tokens, stops, stop_ids, options, load_seconds, cancel, queue_seconds
-    )
+    yield from _run(model_id, llama, built, options, load_seconds, cancel, queue_seconds)
 
 
 def repeated_tail(text: str) -> str | None:
@@ -176,9 +221,7 @@ class _TokenObserver:
 def _run(
     model_id: str,
     llama: Llama,
-    tokens: list[int],
-    stops: tuple[str, ...],
-    stop_ids: tuple[int, ...],
+    prompt: Prompt,
     options: GenerationOptions,
     load_seconds: float,
     cancel: threading.Event | None,
@@ -186,11 +229,17 @@ def _run(
 ) -> Iterator[Chunk]:
     from llama_cpp import StoppingCriteriaList
 
+    tokens, stops, stop_ids = prompt.tokens, prompt.stops, prompt.stop_ids
     context = llama.n_ctx()
     if len(tokens) >= context:
+        advice = (
+            "its last message alone does not fit: shorten it"
+            if options.overflow == "truncate"
+            else "shorten it, set num_ctx, or set overflow to truncate (drop the oldest turns)"
+        )
         raise GenerationError(
             f"{model_id}: the prompt has {len(tokens)} tokens, the context holds {context}:"
-            " shorten it or set num_ctx",
+            f" {advice}",
             model=model_id,
             backend=BACKEND,
         )
@@ -257,6 +306,7 @@ def _run(
             ),
             stop_reason=finish or "stop",
             queue_seconds=round(queue_seconds, 6),
+            dropped_messages=prompt.dropped,
         ),
     )
 

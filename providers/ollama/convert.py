@@ -14,13 +14,15 @@ Json = dict[str, Any]
 
 # llmspell option → Ollama option (the rest keep their names).
 _RENAMED = {"max_tokens": "num_predict"}
+# Not Ollama's: Ollama fits a long conversation into num_ctx on its own side.
+_NOT_SENT = ("overflow",)
 
 
 def ollama_options(options: GenerationOptions) -> Json:
     """Ollama's ``options`` object: only the options that were set."""
     result: Json = {}
     for key, value in options.to_dict().items():
-        if value is None or (key == "stop" and not value):
+        if value is None or (key == "stop" and not value) or key in _NOT_SENT:
             continue
         result[_RENAMED.get(key, key)] = value
     return result

@@ -13,7 +13,8 @@ Json = dict[str, Any]
 # temperature, top_p, seed, stop, frequency/presence_penalty), local servers take the sampling
 # options of their engine: top_k and min_p (vLLM, llama.cpp, SGLang, LM Studio), and the repeat
 # penalty under llama.cpp's name and vLLM's/SGLang's/TGI's name. num_ctx is not sent: the server
-# fixed its context when it loaded the model.
+# fixed its context when it loaded the model; nor is overflow (the server refuses a conversation
+# longer than its context).
 _FIELDS: dict[str, tuple[str, ...]] = {
     "max_tokens": ("max_tokens",),
     "temperature": ("temperature",),
@@ -26,7 +27,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "min_p": ("min_p",),
     "repeat_penalty": ("repeat_penalty", "repetition_penalty"),
 }
-IGNORED_OPTIONS = ("num_ctx",)
+IGNORED_OPTIONS = ("num_ctx", "overflow")
 
 
 def request_fields(options: GenerationOptions) -> Json:
