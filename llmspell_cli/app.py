@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from providers.errors import LLMSpellError
 
 from . import signals
-from .commands import chat, kernel, model, run
+from .commands import chat, kernel, logs, model, run
 from .context import CliState
 from .help_format import hide_flag_types
 from .output import Output
@@ -100,6 +100,7 @@ app = typer.Typer(
 )
 app.add_typer(model.app, name="model")
 app.add_typer(kernel.app, name="kernel")
+app.add_typer(logs.app, name="logs")
 run.register(app)
 chat.register(app)
 

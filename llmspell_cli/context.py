@@ -21,6 +21,7 @@ from .output import Output
 
 if TYPE_CHECKING:
     from llmspell_kernel.client import LLMSpellClient
+    from llmspell_kernel.conversation_log import ConversationLog
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class CliState:
     connect: str | None = None
     config: Path | None = None
     debug: bool = False
+    no_log: bool = False
     _client: LLMSpellClient | None = field(default=None, repr=False)
 
     @property
@@ -68,6 +70,16 @@ class CliState:
                 param_hint="--model",
             )
         return chosen
+
+    def conversation_log(self) -> ConversationLog | None:
+        """The conversation log of this CLI's config; None when it is off (``--no-log``
+        sets :attr:`no_log`)."""
+        if self.no_log:
+            return None
+        from llmspell_kernel.conversation_log import ConversationLog
+        from providers.config import Config
+
+        return ConversationLog.of(Config.load(self.config))
 
     def kernel(self) -> LLMSpellClient:
         """The client of an llmspell kernel, for its typed model commands (``list()``,

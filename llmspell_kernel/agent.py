@@ -7,6 +7,8 @@ being told.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
@@ -14,10 +16,13 @@ from providers import GenerationOptions, InvalidRequest, Message, Metrics
 from providers.options import CONVERSATION_DEFAULTS, generation_options, with_defaults
 
 from .commands import generation
+from .conversation_log import ConversationLog, new_conversation_id
 from .local_llm import LocalLLM
 from .protocol.requests import GenerateRequest, validate
 
 NO_MODEL_HINT = "pass Agent(model=...) or LocalLLM.set_default_model(...)"
+
+log = logging.getLogger(__name__)
 
 
 class Agent:
@@ -33,7 +38,9 @@ class Agent:
     - ``complete(text)``: one answer to ``text`` alone (system prompt, no history);
     - ``chat(text)``: the next turn of the conversation, remembered in ``history``;
     - ``stream(text)``: like ``chat``, yielding the text as it is generated;
-    - ``reset()`` forgets the conversation; ``last_metrics`` describes the last generation.
+    - ``reset()`` forgets the conversation; ``last_metrics`` describes the last generation;
+    - every turn is kept in the conversation log (``llmspell logs list``) under
+      ``conversation_id``; ``Agent.resume(ID)`` continues a logged conversation.
     """
 
     _llm: ClassVar[LocalLLM | None] = None
@@ -59,6 +66,23 @@ class Agent:
         )
         self._turns: list[Message] = []
         self._last_metrics: Metrics | None = None
+        self.conversation_id = new_conversation_id()
+        self._log = ConversationLog.of(llm.manager.config)
+
+    @classmethod
+    def resume(cls, conversation_id: str, **options: Any) -> Agent:
+        """An Agent that continues a logged conversation (of ``llmspell chat``, ``prompt``
+        or another Agent): its model, system prompt and turns; ``options`` as for a new one."""
+        llm = cls._llm
+        log_ = ConversationLog.of(llm.manager.config) if llm is not None else None
+        if log_ is None:
+            raise InvalidRequest("the conversation log is off ([logs] enabled = false)")
+        model, messages = log_.history(conversation_id)
+        system = messages[0].content if messages and messages[0].role == "system" else None
+        agent = cls(model=model, system_prompt=system, **options)
+        agent._turns = [m for m in messages if m.role != "system"]
+        agent.conversation_id = conversation_id
+        return agent
 
     def __repr__(self) -> str:
         turns = len(self._turns) // 2
@@ -77,13 +101,15 @@ class Agent:
         return self._last_metrics.to_dict() if self._last_metrics is not None else None
 
     def reset(self) -> None:
-        """Forget the conversation (the system prompt and options stay)."""
+        """Forget the conversation (the system prompt and options stay); the next turn starts
+        a new conversation in the log."""
         self._turns.clear()
+        self.conversation_id = new_conversation_id()
 
     def complete(self, text: str) -> str:
         """One answer to ``text`` with the system prompt but without the conversation."""
         user = Message("user", _user_text(text, "complete"))
-        pieces = self._generate([*self._system(), user])
+        pieces = self._generate([*self._system(), user], new_conversation_id())
         try:
             return "".join(pieces)
         finally:
@@ -111,9 +137,11 @@ class Agent:
     def _system(self) -> list[Message]:
         return [Message("system", self.system_prompt)] if self.system_prompt else []
 
-    def _generate(self, messages: Sequence[Message]) -> Generator[str, None, None]:
+    def _generate(
+        self, messages: Sequence[Message], conversation: str
+    ) -> Generator[str, None, None]:
         """The kernel's own ``generate`` handler, run here: yields the pieces, keeps the
-        metrics when the generation ends."""
+        metrics when the generation ends, and logs the answer under ``conversation``."""
         self._last_metrics = None
         fields = {"model": self.model, "messages": list(messages), "options": self.options}
         request = validate(GenerateRequest, fields)
@@ -123,11 +151,24 @@ class Agent:
         finally:
             pieces.close()
         self._last_metrics = result.metrics
+        if self._log is not None:
+            try:
+                self._log.record(
+                    conversation=conversation,
+                    source="agent",
+                    model=result.model,
+                    messages=messages,
+                    text=result.text,
+                    options=self.options,
+                    metrics=result.metrics,
+                )
+            except (sqlite3.Error, OSError) as exc:  # the answer is the user's either way
+                log.warning("the conversation log %s cannot be written: %s", self._log.path, exc)
 
     def _turn(self, user: Message) -> Generator[str, None, None]:
         pieces: list[str] = []
         keep = False
-        generation = self._generate([*self._system(), *self._turns, user])
+        generation = self._generate([*self._system(), *self._turns, user], self.conversation_id)
         try:
             for piece in generation:
                 pieces.append(piece)

@@ -74,6 +74,13 @@ class LlamaCppConfig(_Strict):
     options: LlamaCppOptions = LlamaCppOptions()
 
 
+class LogsConfig(_Strict):
+    enabled: bool = True
+    """Keep every prompt, chat turn and Agent turn in the conversation log."""
+    path: Path | None = None
+    """The log database; default: ``logs.db`` in the user data directory."""
+
+
 class ProvidersConfig(_Strict):
     ollama: OllamaConfig = OllamaConfig()
     llamacpp: LlamaCppConfig = LlamaCppConfig()
@@ -154,6 +161,7 @@ class Config(_Strict):
     """The model of ``prompt``, ``chat``, ``Agent()`` and ``%llm`` when none is named
     (``$LLMSPELL_MODEL`` wins; see :meth:`model_default`)."""
     providers: ProvidersConfig = ProvidersConfig()
+    logs: LogsConfig = LogsConfig()
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
     """``[generation]``: default options of every generation on every backend; a request's
     own options win (see :func:`providers.options.with_defaults`)."""

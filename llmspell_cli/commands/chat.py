@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -44,6 +44,9 @@ ModelOption = Annotated[
     ),
 ]
 SystemOption = Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")]
+NoLogOption = Annotated[
+    bool, typer.Option("--no-log", help="Keep this out of the conversation log (`logs list`).")
+]
 
 
 def _generate(
@@ -115,9 +118,11 @@ def prompt(
             help="Continue TEXT as plain text, without the chat template (for base models).",
         ),
     ] = False,
+    no_log: NoLogOption = False,
 ) -> None:
     """Generate one answer to TEXT, streamed as it is produced."""
     cli = state(ctx)
+    cli.no_log = no_log
     model = cli.model(model)
     if text == "-":
         text = sys.stdin.read()
@@ -134,6 +139,7 @@ def prompt(
         request = [Message("system", system)] if system else []
         request.append(Message("user", text))
     result = _generate(cli, model, request, options)
+    _log_answer(cli, _ChatLog(cli, "prompt"), result, options, request)
     if cli.json_mode:
         cli.output.document(result.content())
         return
@@ -162,6 +168,14 @@ def chat(
     options: GenerationOptions,
     model: ModelOption = None,
     system: SystemOption = None,
+    resume: Annotated[
+        bool, typer.Option("--continue", "-c", help="Go on with the latest logged chat.")
+    ] = False,
+    conversation: Annotated[
+        str | None,
+        typer.Option("--cid", metavar="ID", help="Go on with this logged conversation."),
+    ] = None,
+    no_log: NoLogOption = False,
 ) -> None:
     """Talk with a model; the conversation is kept until you leave.
 
@@ -171,13 +185,22 @@ def chat(
     """
     cli = state(ctx)
     out = cli.output
-    model = cli.model(model)
+    cli.no_log = no_log
     from providers.options import CONVERSATION_DEFAULTS, Message, with_defaults
 
     options = with_defaults(options, CONVERSATION_DEFAULTS)
+    chat_log = _ChatLog(cli, "chat")
+    earlier: list[Message] = []
+    if resume or conversation is not None:
+        logged_model, earlier = chat_log.resume(conversation)
+        model = model or logged_model
+    model = cli.model(model)
 
     base = [Message("system", system)] if system else []
-    history: list[Message] = list(base)
+    if earlier and earlier[0].role == "system":
+        base = base or [earlier[0]]
+        earlier = earlier[1:]
+    history: list[Message] = [*base, *earlier]
     turns: list[dict[str, Any]] = []
     resolved = model  # the spec the kernel resolved it to, once a turn has said
     if cli.json_mode:
@@ -188,6 +211,8 @@ def chat(
         with ModelProgress(out.err, model, transfer=False) as progress:
             loaded = cli.kernel().load(model, on_progress=progress)
         out.note(f"chatting with {loaded.model.id}. {CHAT_HELP}")
+        if earlier:
+            out.note(f"continuing conversation {chat_log.conversation} ({len(earlier)} messages)")
     while True:
         try:
             text = _read_message(cli)
@@ -242,11 +267,66 @@ def chat(
         if result.metrics.stop_reason == "length":
             count = result.metrics.generated_tokens
             out.note(f"[answer cut by --max-tokens after {count} token{'' if count == 1 else 's'}]")
+        _log_answer(cli, chat_log, result, options, history)
         history.append(Message("assistant", result.text))
         turns.append({"user": text, "assistant": result.text, "metrics": result.metrics.to_dict()})
         resolved = result.model
     if cli.json_mode:
         out.document(_transcript(resolved, history) | {"turns": turns})
+
+
+class _ChatLog:
+    """Where this invocation's answers are logged: one conversation (a new one, or the one
+    continued)."""
+
+    def __init__(self, cli: CliState, source: Literal["prompt", "chat"]) -> None:
+        from llmspell_kernel.conversation_log import new_conversation_id
+
+        self.log = cli.conversation_log()
+        self.source: Literal["prompt", "chat"] = source
+        self.conversation = new_conversation_id()
+
+    def resume(self, conversation: str | None) -> tuple[str, list[Message]]:
+        """The model and messages of ``conversation`` (None: the latest chat's), which this
+        log then goes on with."""
+        if self.log is None:
+            raise typer.BadParameter(
+                "the conversation log is off ([logs] enabled = false, or --no-log)",
+                param_hint="--continue",
+            )
+        chosen = conversation or self.log.latest_conversation("chat")
+        if chosen is None:
+            raise typer.BadParameter("no chat in the log yet", param_hint="--continue")
+        model, messages = self.log.history(chosen)
+        self.conversation = chosen
+        return model, messages
+
+
+def _log_answer(
+    cli: CliState,
+    chat_log: _ChatLog,
+    result: GenerateResult,
+    options: GenerationOptions,
+    request: list[Message] | str,
+) -> None:
+    """Keep one answer in the conversation log; a log that cannot be written is a warning."""
+    if chat_log.log is None:
+        return
+    import sqlite3
+
+    try:
+        chat_log.log.record(
+            conversation=chat_log.conversation,
+            source=chat_log.source,
+            model=result.model,
+            text=result.text,
+            options=options,
+            metrics=result.metrics,
+            messages=None if isinstance(request, str) else list(request),
+            prompt=request if isinstance(request, str) else None,
+        )
+    except (sqlite3.Error, OSError) as exc:
+        cli.output.warn(f"the conversation log {chat_log.log.path} cannot be written: {exc}")
 
 
 def _transcript(model: str, history: list[Message]) -> dict[str, Any]:

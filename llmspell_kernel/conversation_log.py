@@ -1,0 +1,225 @@
+"""The conversation log: every ``prompt``, ``chat`` turn and ``Agent`` turn, kept in SQLite (as
+simonw's ``llm`` keeps its logs), so that a conversation can be read again and continued.
+
+One row per answer: its conversation, where it came from (``prompt``, ``chat``, ``agent``), the
+model, the messages it answered (or the raw prompt), the answer, the options and the metrics.
+The database is in the user data directory (``[logs] path`` in the config moves it, ``[logs]
+enabled = false`` or ``--no-log`` turns logging off). Several processes write to it at once
+(two CLIs, a kernel): SQLite's write-ahead log and a busy timeout keep every entry, each written
+in one short transaction of its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_data_path
+
+from providers.config import Config
+from providers.errors import InvalidRequest
+from providers.options import GenerationOptions, Message
+from providers.types import Metrics
+
+Source = Literal["prompt", "chat", "agent"]
+BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a writer waits for another one (SQLite serialises writers)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation TEXT NOT NULL,
+    source TEXT NOT NULL,
+    model TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    messages TEXT,
+    prompt TEXT,
+    text TEXT NOT NULL,
+    options TEXT NOT NULL,
+    metrics TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_conversation ON responses (conversation, id);
+"""
+
+
+def default_path() -> Path:
+    return user_data_path("llmspell") / "logs.db"
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One logged answer."""
+
+    id: int
+    conversation: str
+    source: str
+    model: str
+    created_at: str
+    messages: list[Message] | None
+    """The messages it answered (None for a raw prompt)."""
+    prompt: str | None
+    """The raw prompt it continued (None for a conversation)."""
+    text: str
+    options: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def question(self) -> str:
+        """What was asked: the last message, or the raw prompt."""
+        if self.messages:
+            return self.messages[-1].content
+        return self.prompt or ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conversation": self.conversation,
+            "source": self.source,
+            "model": self.model,
+            "created_at": self.created_at,
+            "messages": None if self.messages is None else [m.to_dict() for m in self.messages],
+            "prompt": self.prompt,
+            "text": self.text,
+            "options": self.options,
+            "metrics": self.metrics,
+        }
+
+
+class ConversationLog:
+    """The log database at ``path`` (created on first write)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def of(cls, config: Config) -> ConversationLog | None:
+        """The log ``config`` asks for; None when logging is off."""
+        if not config.logs.enabled:
+            return None
+        return cls(config.logs.path.expanduser() if config.logs.path else default_path())
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(_SCHEMA)
+            with connection:  # one transaction: committed, or rolled back on an error
+                yield connection
+        finally:
+            connection.close()
+
+    def record(
+        self,
+        *,
+        conversation: str,
+        source: Source,
+        model: str,
+        text: str,
+        options: GenerationOptions,
+        metrics: Metrics,
+        messages: Sequence[Message] | None = None,
+        prompt: str | None = None,
+    ) -> int:
+        """Add one answer; returns its id."""
+        row = (
+            conversation,
+            source,
+            model,
+            datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            None if messages is None else json.dumps([m.to_dict() for m in messages]),
+            prompt,
+            text,
+            json.dumps({k: v for k, v in options.to_dict().items() if v not in (None, [])}),
+            json.dumps(metrics.to_dict()),
+        )
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO responses (conversation, source, model, created_at, messages,"
+                " prompt, text, options, metrics) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cursor.lastrowid or 0)
+
+    def entries(self, *, limit: int | None = None, model: str | None = None) -> list[Entry]:
+        """The latest answers, oldest first (at most ``limit``; of ``model`` only)."""
+        if not self.path.exists():
+            return []
+        query, args = "SELECT * FROM responses", []
+        if model is not None:
+            query += " WHERE model = ? OR model LIKE ?"
+            args += [model, f"{model}@%"]
+        query += " ORDER BY id DESC"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        with self._connect() as db:
+            rows = db.execute(query, args).fetchall()
+        return [_entry(row) for row in reversed(rows)]
+
+    def conversation(self, conversation: str) -> list[Entry]:
+        """Every answer of one conversation, in order; :class:`InvalidRequest` if none."""
+        rows = []
+        if self.path.exists():
+            with self._connect() as db:
+                rows = db.execute(
+                    "SELECT * FROM responses WHERE conversation = ? ORDER BY id", (conversation,)
+                ).fetchall()
+        if not rows:
+            raise InvalidRequest(
+                f"no conversation {conversation!r} in the log {self.path}: see `llmspell logs list`"
+            )
+        return [_entry(row) for row in rows]
+
+    def latest_conversation(self, source: Source | None = None) -> str | None:
+        """The conversation of the latest answer (from ``source`` only)."""
+        if not self.path.exists():
+            return None
+        query = "SELECT conversation FROM responses"
+        args: list[str] = []
+        if source is not None:
+            query += " WHERE source = ?"
+            args.append(source)
+        with self._connect() as db:
+            row = db.execute(query + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return None if row is None else str(row[0])
+
+    def history(self, conversation: str) -> tuple[str, list[Message]]:
+        """The model and messages of a conversation to continue it: what its last answer
+        answered, and that answer."""
+        last = self.conversation(conversation)[-1]
+        if last.messages is None:
+            raise InvalidRequest(
+                f"conversation {conversation!r} is a raw completion (prompt --raw): it has no"
+                " messages to continue"
+            )
+        return last.model, [*last.messages, Message("assistant", last.text)]
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    id_, conversation, source, model, created_at, messages, prompt, text, options, metrics = row
+    return Entry(
+        id=int(id_),
+        conversation=str(conversation),
+        source=str(source),
+        model=str(model),
+        created_at=str(created_at),
+        messages=None
+        if messages is None
+        else [Message(m["role"], m["content"]) for m in json.loads(messages)],
+        prompt=prompt,
+        text=str(text),
+        options=json.loads(options),
+        metrics=json.loads(metrics),
+    )
