@@ -14,7 +14,16 @@ from collections.abc import Sequence
 
 from .common import PYTHON, RESULTS_DIR, ROOT
 
-SCRIPTS = ("roundtrip", "generation", "ollama", "openai", "pull", "memory", "cli")
+SCRIPTS = (
+    "roundtrip",
+    "generation",
+    "conversations",
+    "ollama",
+    "openai",
+    "pull",
+    "memory",
+    "cli",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,15 @@ class LlamaCppOptions(_Strict):
     stall_seconds: float = Field(default=DEFAULT_STALL_SECONDS, ge=0)
     """A generation whose reader stopped reading (a half-read stream) loses the model after
     this many seconds when another request waits for it; 0 = never."""
+    reproducible: bool = False
+    """Greedy output the same on a warm model as on a cold one: evaluated tokens are reused
+    only in whole batches of 64 (a turn then re-evaluates up to 63 tokens of its history, and
+    a conversation's turns take about twice as long to start). Off: every evaluated token is
+    reused, as llama-cpp-python and Ollama do, and greedy text may differ in rare tokens
+    between a cold and a warm model (llama.cpp's results depend on how tokens are batched)."""
+    conversation_cache_bytes: int = Field(default=256 * 2**20, ge=0)
+    """Memory per loaded model for the evaluated state of recent conversations, so that a
+    turn evaluates only its new tokens; least recently used first out; 0 = none."""
 
 
 class LlamaCppConfig(_Strict):

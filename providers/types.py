@@ -140,6 +140,8 @@ class LoadedModel:
     size_bytes: int | None = None
     expires_at: str | None = None
     """ISO 8601, UTC; None when it never expires."""
+    conversation_cache_bytes: int | None = None
+    """Memory held by the saved states of its recent conversations (llamacpp)."""
 
     def to_dict(self) -> dict[str, Any]:
         return _as_dict(self)

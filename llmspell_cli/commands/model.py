@@ -335,11 +335,15 @@ def ps(ctx: typer.Context) -> None:
             model.id,
             model.backend,
             human_size(model.size_bytes),
+            "-"
+            if model.conversation_cache_bytes is None
+            else human_size(model.conversation_cache_bytes),
             short_time(model.expires_at) if model.expires_at else "never",
         ]
         for model in result.models
     ]
-    cli.output.table(["ID", "BACKEND", "SIZE", "EXPIRES"], rows, empty="no models loaded")
+    columns = ["ID", "BACKEND", "SIZE", "CONVERSATIONS", "EXPIRES"]
+    cli.output.table(columns, rows, empty="no models loaded")
 
 
 @app.command("install-ollama")

@@ -43,13 +43,16 @@ from .cancel import check_cancel
 from .generation import (
     MIN_CONTEXT,
     REPEAT_LAST_N,
+    REUSE_BATCH,
     SAMPLING_DEFAULTS,
     PromptBuilder,
     chat_prompt,
     check_messages,
     check_prompt,
     completion_prompt,
+    configure_reuse,
     context_size,
+    conversation_cache,
     generate,
 )
 from .ids import BACKEND, find_installed, id_from_file, import_id
@@ -165,6 +168,14 @@ class LlamaCppBackend:
         if loaded is not None:
             details["n_ctx"] = loaded.n_ctx
             details["expires_at"] = loaded.expires_at
+            states = conversation_cache(loaded.model)
+            if states is not None:
+                details["conversation_cache"] = {
+                    "states": len(states),
+                    "bytes": states.held_bytes,
+                    "capacity_bytes": states.capacity,
+                    "hits": states.hits,
+                }
         return ModelInfo(
             id=model.id,
             backend=BACKEND,
@@ -273,12 +284,19 @@ class LlamaCppBackend:
         return model.id
 
     def loaded(self) -> list[LoadedModel]:
-        return [
-            LoadedModel(
-                id=e.model_id, backend=BACKEND, size_bytes=e.size_bytes, expires_at=e.expires_at
+        rows = []
+        for e in self.cache.snapshot():
+            states = conversation_cache(e.model)
+            rows.append(
+                LoadedModel(
+                    id=e.model_id,
+                    backend=BACKEND,
+                    size_bytes=e.size_bytes,
+                    expires_at=e.expires_at,
+                    conversation_cache_bytes=None if states is None else states.held_bytes,
+                )
             )
-            for e in self.cache.snapshot()
-        ]
+        return rows
 
     @property
     def load_count(self) -> int:
@@ -424,6 +442,7 @@ class LlamaCppBackend:
                     n_threads_batch=threads,
                     n_gpu_layers=self.options.n_gpu_layers,
                     last_n_tokens_size=REPEAT_LAST_N,
+                    n_batch=REUSE_BATCH,
                     verbose=False,
                 )
             except (ValueError, OSError, RuntimeError) as exc:
@@ -432,6 +451,11 @@ class LlamaCppBackend:
                     model=model.id,
                     backend=BACKEND,
                 ) from exc
+        configure_reuse(
+            llama,
+            cache_bytes=self.options.conversation_cache_bytes,
+            reproducible=self.options.reproducible,
+        )
         broken = broken_weights(llama)
         if broken is not None:
             llama.close()

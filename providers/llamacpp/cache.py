@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ class LoadedEntry:
     size_bytes: int | None
     expires_at: str | None
     in_use: bool
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 class Lease:
@@ -229,6 +230,7 @@ class ModelCache:
                     size_bytes=e.size_bytes,
                     expires_at=self._expires_at(e),
                     in_use=e.leases > 0,
+                    model=e.model,
                 )
                 for e in self._entries.values()
             ]

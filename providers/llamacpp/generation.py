@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..errors import GenerationError, InvalidRequest, LLMSpellError
 from ..types import Chunk, GenerationOptions, Message, Metrics
 from .cancel import check_cancel
+from .conversations import StateCache
 from .ids import BACKEND
 from .templates import ChatTemplate, format_messages
 
@@ -40,6 +41,11 @@ model given a bare prompt goes on with variations that no repetition stop can te
 (Gemma 3 270M: "The capital of India is paying the following bills." and on and on): hence
 ``max_tokens`` 512, about 380 words, 12-25 s for that model on two cores; a request or
 ``[generation]`` sets more."""
+REUSE_BATCH = 64
+"""The ``n_batch`` of a loaded model: a prompt is evaluated in batches of 64 tokens, so that a
+new turn of a conversation re-evaluates at most 63 tokens of its history beside its own (see
+:func:`reuse_whole_batches`). Measured here (Gemma 3 270M, 632 tokens, 2 threads): 393 tokens/s
+with 64, 380 with llama.cpp's default 512, 304 with 32."""
 REPEAT_LAST_N = 64
 """How many of the last tokens the repeat penalty looks at (Ollama's ``repeat_last_n``; the
 ``last_n_tokens_size`` of a ``Llama``)."""
@@ -247,8 +253,17 @@ def _run(
     criteria: list[Callable[[Any, Any], bool]] = [observer]
     if stop_ids:
         criteria.append(lambda ids, _logits: len(ids) > len(tokens) and int(ids[-1]) in stop_ids)
-    reuse_whole_batches(llama, tokens)
     started = time.perf_counter()
+    exact = llama in _REPRODUCIBLE
+    granularity = max(int(llama.n_batch), 1) if exact else 1
+    states = _STATES.get(llama)
+    if states is not None:
+        valid_now = _WHOLE_BATCHES.get(llama, 0) if exact else int(llama.n_tokens)
+        restored = states.restore_best(llama, tokens, valid_now, granularity)
+        if restored is not None and exact:
+            _WHOLE_BATCHES[llama] = restored
+    if exact:
+        reuse_whole_batches(llama, tokens)
     finish: str | None = None
     try:
         stream: Any = llama.create_completion(
@@ -283,6 +298,8 @@ def _run(
     finally:
         stream.close()  # on a consumer's close(): stops llama.cpp before the next token
     ended = time.perf_counter()
+    if states is not None:
+        states.save(llama, _WHOLE_BATCHES.get(llama, 0) if exact else int(llama.n_tokens))
     first = observer.first_at or ended
     generated = observer.sampled
     generation_seconds = ended - first
@@ -316,6 +333,25 @@ def _run(
 # Per loaded model: how many leading positions of its context were evaluated in whole batches
 # that start at multiples of n_batch, as a cold model evaluates a prompt.
 _WHOLE_BATCHES: weakref.WeakKeyDictionary[Llama, int] = weakref.WeakKeyDictionary()
+# Per loaded model: the saved states of its recent conversations (see .conversations).
+_STATES: weakref.WeakKeyDictionary[Llama, StateCache] = weakref.WeakKeyDictionary()
+# The loaded models that reuse evaluated tokens only in whole batches (``reproducible``).
+_REPRODUCIBLE: weakref.WeakSet[Llama] = weakref.WeakSet()
+
+
+def configure_reuse(llama: Llama, *, cache_bytes: int, reproducible: bool) -> None:
+    """How ``llama`` reuses what it evaluated before: a conversation state cache of
+    ``cache_bytes`` (0: none); with ``reproducible``, only in whole batches (greedy output
+    then is the same as on a cold model, and a turn re-evaluates up to ``n_batch`` - 1 tokens
+    of its history); else every token it can, as llama-cpp-python and Ollama do."""
+    if cache_bytes > 0:
+        _STATES[llama] = StateCache(cache_bytes)
+    if reproducible:
+        _REPRODUCIBLE.add(llama)
+
+
+def conversation_cache(llama: Llama) -> StateCache | None:
+    return _STATES.get(llama)
 
 
 def reuse_whole_batches(llama: Llama, tokens: Sequence[int]) -> None:
@@ -328,8 +364,8 @@ def reuse_whole_batches(llama: Llama, tokens: Sequence[int]) -> None:
     ``temperature 0`` can pick another token (measured with Gemma 3 270M: ``hiordinaryuser``
     cold, ``hiordinary`` warm). Here the reused prefix is cut to the whole batches of
     ``n_batch`` tokens that a cold evaluation would have computed the same way; the rest is
-    evaluated again, in the same batches as on a cold model. Prompts shorter than ``n_batch``
-    (512) are evaluated in full every time.
+    evaluated again, in the same batches as on a cold model. Hence the small ``n_batch``
+    (:data:`REUSE_BATCH`): at most 63 tokens of a prompt seen before are evaluated again.
     """
     batch = max(int(llama.n_batch), 1)
     reusable = min(_WHOLE_BATCHES.get(llama, 0), int(llama.n_tokens), len(tokens) - 1)
