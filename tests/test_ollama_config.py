@@ -106,6 +106,8 @@ def test_same_model_applies_the_default_tag() -> None:
 
 def test_options_are_mapped_to_ollama_names() -> None:
     assert ollama_options(GenerationOptions()) == {}
+    # overflow is llmspell's (Ollama fits a conversation into num_ctx on its own side)
+    assert ollama_options(GenerationOptions(overflow="truncate")) == {}
     options = GenerationOptions(
         temperature=0.2, top_p=0.8, top_k=30, min_p=0.1, repeat_penalty=1.2, seed=3,
         max_tokens=50, stop=("END", "\n\n"), num_ctx=8192,
