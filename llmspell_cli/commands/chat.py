@@ -177,11 +177,14 @@ def chat(
     ] = None,
     no_log: NoLogOption = False,
 ) -> None:
-    """Talk with a model; the conversation is kept until you leave.
+    """Talk with a model; every turn is kept in the conversation log (`logs list`).
 
-    /exit or Ctrl-D ends the chat, /reset forgets the history, Ctrl-C stops the current answer
-    (Ctrl-C at the prompt leaves). With --output json, lines are read from stdin without
-    prompts and the whole transcript is printed at the end.
+    /exit or Ctrl-D ends the chat, /clear forgets the history, /history shows it, /system TEXT
+    sets the system prompt, /save FILE writes it as JSON, three double quotes start and end a
+    multi-line message; Ctrl-C stops the current answer (Ctrl-C at the prompt leaves). A
+    conversation longer than the context goes on without its oldest turns. With --output
+    json, lines are read from stdin without prompts and the whole transcript is printed at
+    the end.
     """
     cli = state(ctx)
     out = cli.output
