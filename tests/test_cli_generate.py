@@ -32,6 +32,9 @@ def test_prompt_streams_text_then_a_newline(gemma_store: CliSession) -> None:
     assert result.stdout.endswith("\n")
     assert result.stdout.strip(), "the model said nothing"
     assert "Traceback" not in result.stderr
+    # the GGUF has no chat template of its own: one line says so and points at --raw
+    assert "no chat template of its own (a base model?)" in result.stderr
+    assert "--raw" in result.stderr
 
 
 @pytest.mark.model

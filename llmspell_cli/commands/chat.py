@@ -136,6 +136,7 @@ def prompt(
     if raw:
         request = text
     else:
+        _base_model_notice(cli, model)
         request = [Message("system", system)] if system else []
         request.append(Message("user", text))
     result = _generate(cli, model, request, options)
@@ -214,6 +215,7 @@ def chat(
         with ModelProgress(out.err, model, transfer=False) as progress:
             loaded = cli.kernel().load(model, on_progress=progress)
         out.note(f"chatting with {loaded.model.id}. {CHAT_HELP}")
+        _base_model_notice(cli, model)
         if earlier:
             out.note(f"continuing conversation {chat_log.conversation} ({len(earlier)} messages)")
     while True:
@@ -276,6 +278,20 @@ def chat(
         resolved = result.model
     if cli.json_mode:
         out.document(_transcript(resolved, history) | {"turns": turns})
+
+
+def _base_model_notice(cli: CliState, model: str) -> None:
+    """One dim line when ``model`` has no chat template of its own (the template is its
+    family's): such GGUFs are mostly base models, which continue text rather than answer."""
+    if cli.json_mode:
+        return
+    source = cli.kernel().info(model).model.chat_template or ""
+    if source.startswith("family:"):
+        cli.output.note(
+            f"{model} has no chat template of its own (a base model?): its answers follow the"
+            f" {source.removeprefix('family:')} format; `llmspell prompt --raw` continues text",
+            style="dim",
+        )
 
 
 class _ChatLog:
