@@ -25,6 +25,7 @@ from providers.errors import LLMSpellError
 from . import signals
 from .commands import chat, kernel, logs, model, run
 from .context import CliState
+from .generation_flags import join_option_pairs
 from .help_format import hide_flag_types
 from .output import Output
 
@@ -46,6 +47,9 @@ class LogLevel(StrEnum):
 
 class LLMSpellGroup(TyperGroup):
     """The root group: turns failures of any sub-command into one error line and exit 1."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        return super().parse_args(ctx, join_option_pairs(args))
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:

@@ -67,7 +67,7 @@ def _parameters() -> list[inspect.Parameter]:
                     "--option",
                     "-o",
                     metavar="KEY=VALUE",
-                    help="Any generation option, e.g. -o frequency_penalty=0.5 (repeatable).",
+                    help="Any generation option: -o KEY VALUE or -o KEY=VALUE, e.g. -o frequency_penalty 0.5 (repeatable).",
                 ),
             ],
         )
@@ -105,8 +105,36 @@ def _evaluated(annotation: Any, command: Callable[..., Any]) -> Any:
     return annotation
 
 
+OPTION_FLAGS = ("-o", "--option")
+COMMANDS = ("prompt", "chat")
+
+
+def join_option_pairs(args: list[str]) -> list[str]:
+    """``-o KEY VALUE`` (``llm``'s spelling) as ``-o KEY=VALUE``, after a ``prompt`` or
+    ``chat`` command word (before it, ``-o`` is the global ``--output``)."""
+    if not any(word in args for word in COMMANDS):
+        return args
+    start = min(args.index(word) for word in COMMANDS if word in args) + 1
+    joined, i = args[:start], start
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            joined += args[i:]
+            break
+        if word in OPTION_FLAGS and i + 2 < len(args):
+            key = args[i + 1]
+            if "=" not in key and not key.startswith("-"):
+                joined += [word, f"{key}={args[i + 2]}"]
+                i += 3
+                continue
+        joined.append(word)
+        i += 1
+    return joined
+
+
 def options_from_flags(flags: dict[str, Any]) -> GenerationOptions:
-    """The options the flags give; ``-o`` values are JSON when they parse as JSON (numbers,
+    """The options the flags give (``-o KEY VALUE`` arrives joined: :func:`join_option_pairs`);
+    ``-o`` values are JSON when they parse as JSON (numbers,
     ``true``, lists), else text. An explicit flag wins over ``-o`` for the same option."""
     values: dict[str, Any] = {}
     for item in flags.pop(_OPTION, None) or []:

@@ -83,7 +83,7 @@ def test_prompt_takes_every_option_and_the_default_model_of_the_config(
     args = ["--config", str(config), "--output", "json", "prompt", "--raw", "One, two, three,"]
     flags = ["-t", "0", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.05"]
     flags += ["--repeat-penalty", "1.1", "--num-ctx", "512", "--seed", "7"]
-    whole = json_of(invoke([*args, *flags, "-o", "max_tokens=6"]))
+    whole = json_of(invoke([*args, *flags, "-o", "max_tokens", "6"]))  # llm's -o KEY VALUE
     assert (
         whole["model"].startswith("gemma3-270m") and 0 < whole["metrics"]["generated_tokens"] <= 6
     )
@@ -100,8 +100,19 @@ def test_prompt_without_a_model_or_with_a_bad_option_is_a_usage_error(
     (tmp_path / "empty.toml").write_text("", encoding="utf-8")
     missing = invoke(["prompt", "hello"])
     assert missing.exit_code == 2 and "LLMSPELL_MODEL" in missing.stderr
-    shapeless = invoke(["prompt", "-m", GEMMA_SPEC, "-o", "temperature", "hello"])
+    shapeless = invoke(["prompt", "-m", GEMMA_SPEC, "hello", "-o", "temperature"])
     assert shapeless.exit_code == 2 and "KEY=VALUE" in shapeless.stderr
+
+
+def test_option_pairs_are_joined_only_after_prompt_or_chat() -> None:
+    from llmspell_cli.generation_flags import join_option_pairs
+
+    given = ["-o", "json", "prompt", "-o", "top_k", "3", "-o", "seed=1", "hi"]
+    assert join_option_pairs(given) == [
+        "-o", "json", "prompt", "-o", "top_k=3", "-o", "seed=1", "hi",
+    ]  # fmt: skip
+    assert join_option_pairs(["model", "list", "-o", "a", "b"]) == ["model", "list", "-o", "a", "b"]
+    assert join_option_pairs(["chat", "--", "-o", "a", "b"]) == ["chat", "--", "-o", "a", "b"]
 
 
 def test_option_flags_are_checked_by_the_one_options_validator() -> None:
