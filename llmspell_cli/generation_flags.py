@@ -67,7 +67,8 @@ def _parameters() -> list[inspect.Parameter]:
                     "--option",
                     "-o",
                     metavar="KEY=VALUE",
-                    help="Any generation option: -o KEY VALUE or -o KEY=VALUE, e.g. -o frequency_penalty 0.5 (repeatable).",
+                    help="Any generation option: -o KEY VALUE or -o KEY=VALUE, e.g."
+                    " -o frequency_penalty 0.5 (repeatable).",
                 ),
             ],
         )
