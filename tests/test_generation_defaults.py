@@ -16,6 +16,7 @@ from providers.llamacpp import LlamaCppBackend
 from providers.llamacpp.generation import (
     DEFAULT_MAX_TOKENS,
     SAMPLING_DEFAULTS,
+    Prompt,
     _run,
     repeated_tail,
 )
@@ -114,7 +115,7 @@ class LoopingLlama:
 def test_the_token_loop_stops_a_looping_stream_with_stop_reason_repetition() -> None:
     llama = LoopingLlama()
     chunks = list(
-        _run("m", llama, [1, 2], (), (), GenerationOptions(), 0.0, None, 0.0)  # type: ignore[arg-type]
+        _run("m", llama, Prompt([1, 2]), GenerationOptions(), 0.0, None, 0.0)  # type: ignore[arg-type]
     )
     assert chunks[-1].done and chunks[-1].metrics is not None
     assert chunks[-1].metrics.stop_reason == "repetition"

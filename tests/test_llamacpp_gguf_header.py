@@ -314,6 +314,16 @@ def test_small_hand_built_file(tmp_path: Path) -> None:
         data_end=header.data_offset + 64,
     )
     assert header.data_offset % 32 == 0
+    # the numbers as read, for the checks that rendered text would blur (hparams)
+    assert header.numbers["u8"] == 255 and header.numbers["f32"] == pytest.approx(0.1)
+
+
+def test_array_lengths_and_empty_strings_are_counted(tmp_path: Path) -> None:
+    words = (STR, ["a", "", "bc", ""])
+    path = write(tmp_path, gguf([kv("words", ARR, words), kv("nums", ARR, (U32, [1, 2, 3]))]))
+    header = read_header(path)
+    assert header.array_lengths == {"words": 4, "nums": 3}
+    assert header.empty_strings == {"words": 2}
 
 
 def test_nested_arrays_are_skipped(tmp_path: Path) -> None:

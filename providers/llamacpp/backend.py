@@ -14,6 +14,7 @@ once and leaves the model ready for the next one.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..errors import LLMSpellError, ModelLoadError, ModelNotFound
+from ..errors import InvalidRequest, LLMSpellError, ModelLoadError, ModelNotFound
 from ..options import with_defaults
 from ..spec import ModelSpec, parse_spec
 from ..types import (
@@ -201,6 +202,8 @@ class LlamaCppBackend:
         """
         source = Path(path).expanduser()
         model_id = import_id(name) if name is not None else id_from_file(source)
+        if source.is_file():  # the user's file, checked before anything is copied
+            read_metadata(source).check_loadable(source)
 
         def inspect(file: Path) -> dict[str, Any]:
             return read_metadata(file).manifest_fields(quantization_of(None, source.name))
@@ -338,6 +341,13 @@ class LlamaCppBackend:
         cancel: threading.Event | None,
     ) -> ChunkStream:
         options = with_defaults(options, SAMPLING_DEFAULTS)
+        trained = read_metadata(model.path).context_length
+        if options.num_ctx is not None and trained and options.num_ctx > trained:
+            raise InvalidRequest(
+                f"num_ctx {options.num_ctx} is more than {model.id}'s context length {trained}"
+                " (what it was trained for): ask for at most that",
+                model=model.id,
+            )
         # Load now, so that a missing or broken model fails the call itself; the stream takes
         # its own lease when it starts (a stream that is never started holds nothing).
         with self._acquire(model, context_size(options.num_ctx), None) as lease:
@@ -429,10 +439,12 @@ class LlamaCppBackend:
         return lease
 
     def _load_llama(self, model: StoredModel, n_ctx: int) -> Llama:
+        read_metadata(model.path).check_loadable(model.id)
         prepare_llama_cpp()
         from llama_cpp import Llama
 
         threads = self.options.n_threads or cpu_count()
+        failure = None
         with native_errors() as errors:
             try:
                 llama = Llama(
@@ -446,11 +458,17 @@ class LlamaCppBackend:
                     verbose=False,
                 )
             except (ValueError, OSError, RuntimeError) as exc:
-                raise ModelLoadError(
-                    f"cannot load {model.id} from {model.path}: {_load_failure(exc, errors)}",
-                    model=model.id,
-                    backend=BACKEND,
-                ) from exc
+                failure = _load_failure(exc, errors)
+        if failure is not None:
+            # The half-built Llama (its weights and context, ~235 MB for Gemma 3 270M) lives on
+            # in the exception's frames until a garbage collection: free it now, so that the
+            # next load does not fail for the memory a failed one still holds.
+            gc.collect()
+            raise ModelLoadError(
+                f"cannot load {model.id} from {model.path}: {failure}",
+                model=model.id,
+                backend=BACKEND,
+            )
         configure_reuse(
             llama,
             cache_bytes=self.options.conversation_cache_bytes,

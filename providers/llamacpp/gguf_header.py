@@ -152,6 +152,12 @@ class GGUFHeader:
     """Where the tensor data starts in the file."""
     data_end: int
     """Where the last tensor's data ends: the file is at least this long."""
+    numbers: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    """The numeric scalar values as read (``values`` renders floats with 6 decimals)."""
+    array_lengths: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """How many elements each top-level array holds."""
+    empty_strings: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """How many empty strings each top-level string array holds."""
 
 
 def read_header(path: Path) -> GGUFHeader:
@@ -233,15 +239,19 @@ class _Parser:
         index = self.take(length)
         return self.buf[index : index + length]
 
-    def skip_strings(self, count: int) -> None:
-        """Skip ``count`` strings by their lengths, a block at a time."""
+    def skip_strings(self, count: int) -> int:
+        """Skip ``count`` strings by their lengths, a block at a time; returns how many were
+        empty."""
         unpack = _U64.unpack_from
+        empty = 0
         while count:
             buf, index, done = self.buf, self.pos - self.start, 0
             try:
                 # The hot loop (~60 ns a string); ``done`` says where an exception stopped it.
                 for done in range(count):  # noqa: B007
-                    index += 8 + unpack(buf, index)[0]
+                    length = unpack(buf, index)[0]
+                    empty += not length
+                    index += 8 + length
                 done = count
             except struct.error:  # the block ends before this string's length
                 pass
@@ -251,6 +261,7 @@ class _Parser:
                 raise self.truncated(self.pos - self.size)
             if count:
                 self.fill(8)
+        return empty
 
     # Structure ---------------------------------------------------------------------------
 
@@ -277,6 +288,9 @@ class _Parser:
                 f"the header declares {n_kv} key/values and {n_tensors} tensors, more than a"
                 f" file of {self.size} bytes can hold (truncated or corrupt)"
             )
+        self.numbers: dict[str, float] = {}
+        self.array_lengths: dict[str, int] = {}
+        self.empty_strings: dict[str, int] = {}
         values, alignment = self.key_values(n_kv)
         parameters, data_size = self.tensor_infos(n_tensors, alignment)
         data_offset = _pad(self.pos, alignment)
@@ -292,6 +306,9 @@ class _Parser:
             alignment=alignment,
             data_offset=data_offset,
             data_end=data_end,
+            numbers=self.numbers,
+            array_lengths=self.array_lengths,
+            empty_strings=self.empty_strings,
         )
 
     def check_version(self, version: int) -> None:
@@ -344,11 +361,15 @@ class _Parser:
             fmt, render = _SCALARS[kind]
         except KeyError:
             raise self.fail(f"the value of {key!r} has an unknown type {kind}") from None
-        return render(self.unpack(fmt)[0])
+        raw = self.unpack(fmt)[0]
+        self.numbers.setdefault(key, raw)
+        return render(raw)
 
     def skip_array(self, key: str, depth: int) -> None:
         kind = self.u32()
         count = self.u64()
+        if depth == 1:
+            self.array_lengths.setdefault(key, count)
         room = self.size - self.pos
         if kind == _STRING:
             if count * 8 > room:
@@ -356,7 +377,9 @@ class _Parser:
                     f"{key!r} declares {count} strings, more than the {room} bytes left can hold"
                     " (truncated or corrupt)"
                 )
-            self.skip_strings(count)
+            empty = self.skip_strings(count)
+            if depth == 1:
+                self.empty_strings.setdefault(key, empty)
         elif kind == _ARRAY:
             if depth >= MAX_ARRAY_DEPTH:
                 raise self.fail(f"{key!r} nests arrays more than {MAX_ARRAY_DEPTH} deep")

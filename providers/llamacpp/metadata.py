@@ -19,6 +19,7 @@ model is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from .gguf_header import read_header
+from .hparams import problem
 
 _CACHE_SIZE = 64
 _QUANT_IN_NAME = re.compile(
@@ -90,6 +92,13 @@ class GGUFMetadata:
     chat_template: str | None
     values: dict[str, str] = field(default_factory=dict, repr=False)
     """Every scalar key of the header, as llama.cpp renders it (arrays are left out)."""
+    problem: str | None = None
+    """Why llama.cpp must not load the file (:func:`.hparams.problem`), or None."""
+
+    def check_loadable(self, where: Path | str) -> None:
+        """:class:`ModelLoadError` naming ``where`` when llama.cpp must not load the file."""
+        if self.problem is not None:
+            raise ModelLoadError(f"{where}: {self.problem}: llama.cpp cannot load this file")
 
     @property
     def family(self) -> str | None:
@@ -124,8 +133,11 @@ def read_metadata(path: Path) -> GGUFMetadata:
         if cached is not None:
             _cache.move_to_end(key)
             return cached
-    values, n_params = _read_values(path)
-    metadata = parse_metadata(values, file_name=path.name, parameter_count=n_params)
+    header = read_header(path)
+    metadata = parse_metadata(
+        header.values, file_name=path.name, parameter_count=header.parameter_count
+    )
+    metadata = dataclasses.replace(metadata, problem=problem(header))
     with _lock:
         _cache[key] = metadata
         while len(_cache) > _CACHE_SIZE:
@@ -175,8 +187,3 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _read_values(path: Path) -> tuple[dict[str, str], int | None]:
-    header = read_header(path)
-    return header.values, header.parameter_count

@@ -137,6 +137,7 @@ def download_and_install(
 def _manifest(target: PullTarget, file: HubFile, path: Path, digest: str) -> Manifest:
     """The manifest of ``target`` installed from the verified ``path`` (sha256 ``digest``)."""
     metadata = read_metadata(path)
+    metadata.check_loadable(f"{file.repo}/{file.filename}")
     return Manifest(
         id=target.model_id,
         source=target.source,
