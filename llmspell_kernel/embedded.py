@@ -29,8 +29,12 @@ from traitlets.config import Config as TraitletsConfig
 
 from providers.config import Config
 from providers.errors import KernelConnectionError
+from providers.leftovers import owned_name, remove_orphans
 
 from .kernelapp import LLMSpellKernelApp
+
+EMBEDDED_PREFIX = "llmspell-embedded-"
+"""The temporary folder of an embedded kernel: its connection file, named for its process."""
 
 
 class ThreadRoutedStream:
@@ -129,7 +133,10 @@ class EmbeddedKernel:
         A broken configuration raises :class:`ConfigError` here, before anything starts.
         """
         Config.load(config_path)
-        directory = Path(tempfile.mkdtemp(prefix="llmspell-embedded-"))
+        # The connection files (with their keys) of embedded kernels whose CLI was killed.
+        remove_orphans(Path(tempfile.gettempdir()), f"{EMBEDDED_PREFIX}*", EMBEDDED_PREFIX)
+        directory = Path(tempfile.gettempdir()) / owned_name(EMBEDDED_PREFIX)
+        directory.mkdir(mode=0o700)
         kernel = cls(directory / "llmspell-embedded.json", directory)
         thread = threading.Thread(
             target=kernel._run,

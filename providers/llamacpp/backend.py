@@ -15,6 +15,7 @@ once and leaves the model ready for the next one.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -68,6 +69,9 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
 
 
+log = logging.getLogger(__name__)
+
+
 class LlamaCppBackend:
     """GGUF models run in-process by llama-cpp-python."""
 
@@ -77,6 +81,9 @@ class LlamaCppBackend:
         self.config = config
         self.options = config.providers.llamacpp.options
         self.store = ModelStore(config.model_directory())
+        freed = self.store.clean_leftovers()
+        if freed:
+            log.info("removed %d bytes of imports that killed processes left unfinished", freed)
         self.cache = ModelCache(
             max_loaded=self.options.max_loaded_models,
             keep_alive=self.options.keep_alive,
@@ -116,6 +123,7 @@ class LlamaCppBackend:
                 "max_loaded_models": self.options.max_loaded_models,
                 "keep_alive": self.options.keep_alive,
                 "stall_seconds": self.options.stall_seconds,
+                "unfinished_import_bytes": self.store.unfinished_import_bytes(),
             },
         )
 

@@ -34,10 +34,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InvalidModelSpec, InvalidRequest, ModelLoadError, ModelNotFound
+from ..leftovers import owned_name, remove_orphans, size_of
 from ..spec import ModelSpec
 
 MANIFEST_NAME = "manifest.json"
 TMP_DIR_NAME = ".tmp"
+PARTIAL_SUFFIX = ".partial"
 BLOBS_DIR_NAME = "blobs"
 INCOMING_SUFFIX = ".incoming"
 """A pull downloads to ``<file>.incoming`` (its bytes in progress beside it, in
@@ -200,6 +202,19 @@ class ModelStore:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def clean_leftovers(self) -> int:
+        """Delete the unfinished imports of processes that were killed (``.tmp/*.partial``
+        whose owner is gone); returns the bytes freed. Those of live processes stay."""
+        folder = self.root / TMP_DIR_NAME
+        return remove_orphans(folder, f"*{PARTIAL_SUFFIX}") if folder.is_dir() else 0
+
+    def unfinished_import_bytes(self) -> int:
+        """Bytes of imports in progress (or left by a killed process) in ``.tmp``."""
+        folder = self.root / TMP_DIR_NAME
+        if not folder.is_dir():
+            return 0
+        return sum(size_of(p) for p in folder.glob(f"*{PARTIAL_SUFFIX}"))
+
     def blob_path(self, sha256: str) -> Path:
         return self.root / BLOBS_DIR_NAME / blob_name(sha256)
 
@@ -327,7 +342,7 @@ class ModelStore:
                 model=model_id,
             )
 
-        tmp = self.tmp_dir() / f"{uuid.uuid4().hex}.partial"
+        tmp = self.tmp_dir() / owned_name(suffix=PARTIAL_SUFFIX)
         created = False
         try:
             # A file the store has already costs no copy: this id names the same blob.
@@ -602,7 +617,7 @@ class ModelStore:
                 in_folder.unlink()
             return
         if not self.has_blob(manifest.sha256, manifest.size):
-            tmp = self.tmp_dir() / f"{uuid.uuid4().hex}.partial"
+            tmp = self.tmp_dir() / owned_name(suffix=PARTIAL_SUFFIX)
             try:
                 if in_folder.is_symlink():  # a linked import: the blob links the original
                     tmp.symlink_to(os.readlink(in_folder))
