@@ -8,7 +8,9 @@ file is never copied more than once.
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -480,6 +482,36 @@ def test_a_gguf_chat_template_is_used_when_present(
     # The same prompt through the GGUF's template: one BOS, same tokens, same greedy text.
     assert own.prompt_tokens == family.prompt_tokens
     assert own_text == family_text
+
+
+@pytest.mark.parametrize(
+    ("template", "bound"),
+    [
+        ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+         "range() handed out more than"),
+        ("{{ 'x' * 3000000000 }}", "'*' would make 3000000000 items"),
+    ],
+)  # fmt: skip
+def test_a_hostile_gguf_chat_template_fails_fast_and_the_model_stays_usable(
+    backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch, template: str, bound: str
+) -> None:
+    from providers.llamacpp import backend as backend_module
+
+    real = read_metadata
+
+    def with_template(path: Path) -> Any:
+        metadata = real(path)
+        values = {**metadata.values, "tokenizer.chat_template": template}
+        return type(metadata)(**{**metadata.__dict__, "values": values})
+
+    monkeypatch.setattr(backend_module, "read_metadata", with_template)
+    started = time.monotonic()
+    with pytest.raises(ChatTemplateError, match=re.escape(bound)):
+        list(backend.chat(GEMMA, [Message("user", "Hi")], SHORT))
+    assert time.monotonic() - started < 60  # a hang guard: it fails in well under a second
+    monkeypatch.undo()
+    text, _ = text_and_metrics(list(backend.complete(GEMMA, "The sea is", SHORT)))
+    assert text
 
 
 def test_module_level_import_uses_the_configured_store(gemma_path: Path) -> None:

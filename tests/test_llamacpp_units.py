@@ -3,6 +3,7 @@ interpretation and the loaded-model cache (with stand-in model objects)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -313,3 +314,23 @@ def test_package_exports_and_stays_light() -> None:
         "assert 'gguf' not in sys.modules, 'gguf imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("source", "bound"),
+    [
+        ("{{ 2 ** 100000000000 }}", "'**' would make a number"),
+        ("{% for i in range(10) %}{{ 'y' * 2000000 }}{% endfor %}", "the prompt grew past"),
+        ("{% for i in range(600000) %}{% endfor %}{% for j in range(600000) %}{% endfor %}",
+         "range() handed out more than 1000000"),
+    ],
+)  # fmt: skip
+def test_chat_templates_render_within_bounds(source: str, bound: str) -> None:
+    from providers.llamacpp.jinja_sandbox import TemplateLimitError, render
+
+    with pytest.raises(TemplateLimitError, match=re.escape(bound)):
+        render(source, messages=[])
+    fine = "{% for m in messages %}{{ m.role }}:{{ m.content | tojson }}{% endfor %}"
+    assert render(fine, messages=[{"role": "user", "content": "é"}]) == 'user:"é"'
+    with pytest.raises(ValueError, match="roles must alternate"):
+        render("{{ raise_exception('roles must alternate') }}", messages=[])

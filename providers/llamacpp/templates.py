@@ -87,29 +87,50 @@ def format_messages(
     template: ChatTemplate, messages: Sequence[Message], llama: Llama
 ) -> FormattedPrompt:
     """The prompt for ``messages`` under ``template``, ready to be tokenized by ``llama``."""
-    from llama_cpp import llama_chat_format as formats
 
     dicts: list[Any] = [m.to_dict() for m in messages]
     if template.jinja is not None:
-        eos_id, bos_id = llama.token_eos(), llama.token_bos()
-        formatter: Callable[..., Any] = formats.Jinja2ChatFormatter(
-            template=template.jinja,
-            eos_token=_token_text(llama, eos_id),
-            bos_token=_token_text(llama, bos_id),
-            stop_token_ids=[eos_id],
-        )
-        stop_ids: tuple[int, ...] = (eos_id,) if eos_id != -1 else ()
-    else:
-        formatter = _FORMATTERS[template.format or ""]
-        stop_ids = ()
+        return _own_template(template.jinja, dicts, llama)
+    formatter = _FORMATTERS[template.format or ""]
+    stop_ids: tuple[int, ...] = ()
     try:
         result = formatter(messages=dicts)
-    except Exception as exc:  # a template's own raise_exception(), or a Jinja error
+    except Exception as exc:
         raise ChatTemplateError(f"chat template ({template.source}) failed: {exc}") from exc
     stop = result.stop
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     return FormattedPrompt(
         prompt=result.prompt, stop=stops, add_bos=not result.added_special, stop_token_ids=stop_ids
+    )
+
+
+def _own_template(source: str, messages: list[Any], llama: Llama) -> FormattedPrompt:
+    """The GGUF's own template, rendered within bounds (:mod:`.jinja_sandbox`)."""
+    from .jinja_sandbox import render
+
+    eos_id, bos_id = llama.token_eos(), llama.token_bos()
+    eos = _token_text(llama, eos_id)
+    try:
+        prompt = render(
+            source,
+            messages=messages,
+            eos_token=eos,
+            bos_token=_token_text(llama, bos_id),
+            add_generation_prompt=True,
+            functions=None,
+            function_call=None,
+            tools=None,
+            tool_choice=None,
+        )
+    except Exception as exc:  # a template's own raise_exception(), a bound, a Jinja error
+        raise ChatTemplateError(
+            f"the model's own chat template (gguf) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return FormattedPrompt(
+        prompt=prompt,
+        stop=(eos,),
+        add_bos=False,  # the template writes the BOS token itself, as llama-cpp-python assumes
+        stop_token_ids=(eos_id,) if eos_id != -1 else (),
     )
 
 
