@@ -49,7 +49,13 @@ class LLMSpellGroup(TyperGroup):
     """The root group: turns failures of any sub-command into one error line and exit 1."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
-        return super().parse_args(ctx, join_option_pairs(args))
+        valued = [
+            name
+            for param in self.params
+            if isinstance(param, typer.core.TyperOption) and not param.is_flag
+            for name in param.opts
+        ]
+        return super().parse_args(ctx, join_option_pairs(args, valued))
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -110,13 +110,17 @@ OPTION_FLAGS = ("-o", "--option")
 COMMANDS = ("prompt", "chat")
 
 
-def join_option_pairs(args: list[str]) -> list[str]:
-    """``-o KEY VALUE`` (``llm``'s spelling) as ``-o KEY=VALUE``, after a ``prompt`` or
-    ``chat`` command word (before it, ``-o`` is the global ``--output``)."""
-    if not any(word in args for word in COMMANDS):
+def join_option_pairs(args: list[str], value_options: Iterable[str] = ()) -> list[str]:
+    """``-o KEY VALUE`` (``llm``'s spelling) as ``-o KEY=VALUE`` in the arguments of a ``prompt``
+    or ``chat`` command. ``value_options`` are the global options that take a value (so that
+    the command word can be found after them); before the command, ``-o`` is ``--output``."""
+    takes_value = set(value_options)
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in takes_value else 1
+    if i >= len(args) or args[i] not in COMMANDS:
         return args
-    start = min(args.index(word) for word in COMMANDS if word in args) + 1
-    joined, i = args[:start], start
+    joined, i = args[: i + 1], i + 1
     while i < len(args):
         word = args[i]
         if word == "--":

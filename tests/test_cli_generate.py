@@ -108,11 +108,14 @@ def test_option_pairs_are_joined_only_after_prompt_or_chat() -> None:
     from llmspell_cli.generation_flags import join_option_pairs
 
     given = ["-o", "json", "prompt", "-o", "top_k", "3", "-o", "seed=1", "hi"]
-    assert join_option_pairs(given) == [
+    assert join_option_pairs(given, ["-o"]) == [
         "-o", "json", "prompt", "-o", "top_k=3", "-o", "seed=1", "hi",
     ]  # fmt: skip
     assert join_option_pairs(["model", "list", "-o", "a", "b"]) == ["model", "list", "-o", "a", "b"]
     assert join_option_pairs(["chat", "--", "-o", "a", "b"]) == ["chat", "--", "-o", "a", "b"]
+    # a script's arguments that happen to hold the word: not a command of llmspell's
+    run = ["run", "x.py", "--", "prompt", "-o", "a", "b"]
+    assert join_option_pairs(run) == run
 
 
 def test_option_flags_are_checked_by_the_one_options_validator() -> None:
