@@ -122,8 +122,8 @@ def run(
     return ttft
 
 
-def cache_full(n_ctx: int, bound: int, turns: int) -> dict[str, Any]:
-    """Four conversations taking turns on a backend whose cache holds ``bound`` bytes: what
+def cache_full(n_ctx: int, bound: int, turns: int, conversations: int) -> dict[str, Any]:
+    """``conversations`` taking turns on a backend whose cache holds ``bound`` bytes: what
     it holds at the end, and how much the process grew after the first turn."""
     import psutil  # type: ignore[import-untyped]
 
@@ -132,7 +132,7 @@ def cache_full(n_ctx: int, bound: int, turns: int) -> dict[str, Any]:
     try:
         chat([{"role": "user", "content": question("warm-up", 1)}])
         before = process.memory_info().rss
-        run({"llmspell": chat}, ("F", "G", "H", "I"), turns)
+        run({"llmspell": chat}, ("F", "G", "H", "I")[:conversations], turns)
         after = process.memory_info().rss
         states = held()
     finally:
@@ -153,7 +153,7 @@ def window(ttft: dict[str, list[float]], start: int, end: int) -> float:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__ or NAME, argv)
-    turns = 3 if args.quick else 10
+    turns = 2 if args.quick else 10
     report = Report(NAME, args.quick)
     with workspace() as ws:
         _, n_threads = backend_settings()
@@ -170,14 +170,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             raw = raw_side(str(ws.model), n_ctx, n_threads)
             two = run({"llmspell": ours, "raw": raw}, ("A", "B"), turns)
             one: dict[str, dict[str, list[float]]] = {"llmspell": {}, "raw": {}}
-            for alone in ("C", "D", "E"):  # one conversation at a time, three times
+            for alone in ("C",) if args.quick else ("C", "D", "E"):  # one at a time
                 for side, times in run({"llmspell": ours, "raw": raw}, (alone,), turns).items():
                     one[side].update(times)
             cache = held()
         finally:
             close()
         bound = 24 * 2**20 if not args.quick else 4 * 2**20
-        full = cache_full(n_ctx, bound, turns)
+        full = cache_full(n_ctx, bound, turns, 2 if args.quick else 4)
     late = (max(1, turns - 2), turns)
     early = (1, min(2, turns))
     results: dict[str, Any] = {
