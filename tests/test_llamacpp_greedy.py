@@ -108,3 +108,6 @@ def test_without_reproducible_the_cache_still_serves_each_conversation(
     answers = turns_of(backend, questions)
     assert all(all(text for text in texts) for texts in answers.values())
     assert backend.info(SPEC).details["conversation_cache"]["hits"] >= 2
+    tiny = make(reproducible=False, conversation_cache_bytes=1000)  # smaller than any state
+    turns_of(tiny, {"A": questions["A"][:1]})
+    assert tiny.info(SPEC).details["conversation_cache"]["states"] == 0

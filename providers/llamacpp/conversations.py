@@ -106,11 +106,9 @@ class StateCache:
         if self.capacity <= 0:
             return
         tokens = tuple(int(t) for t in llama.input_ids[: int(llama.n_tokens)])
-        if valid <= 0 or not tokens:
-            return
+        if valid <= 0 or not tokens or _sequence_size(llama) + 4 * len(tokens) > self.capacity:
+            return  # (a state larger than the whole cache is not even copied out)
         saved = SavedState(tokens, valid, _get_sequence(llama))
-        if saved.size > self.capacity:
-            return
         with self._lock:
             for key, old in list(self._states.items()):
                 if (
@@ -125,11 +123,17 @@ class StateCache:
                 total -= dropped.size
 
 
+def _sequence_size(llama: Llama) -> int:
+    import llama_cpp
+
+    return int(llama_cpp.llama_state_seq_get_size(llama._ctx.ctx, 0))
+
+
 def _get_sequence(llama: Llama) -> bytes:
     import llama_cpp
 
     ctx = llama._ctx.ctx
-    size = int(llama_cpp.llama_state_seq_get_size(ctx, 0))
+    size = _sequence_size(llama)
     buffer = (ctypes.c_uint8 * size)()
     written = int(llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0))
     return ctypes.string_at(buffer, written)
