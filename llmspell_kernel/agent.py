@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
-from providers import GenerationOptions, InvalidRequest, Message, Metrics
+from providers import Cancelled, GenerationOptions, InvalidRequest, Message, Metrics
 from providers.options import CONVERSATION_DEFAULTS, generation_options, with_defaults
 
 from .commands import generation
@@ -151,36 +151,54 @@ class Agent:
         finally:
             pieces.close()
         self._last_metrics = result.metrics
-        if self._log is not None:
-            try:
-                self._log.record(
-                    conversation=conversation,
-                    source="agent",
-                    model=result.model,
-                    messages=messages,
-                    text=result.text,
-                    options=self.options,
-                    metrics=result.metrics,
-                )
-            except (sqlite3.Error, OSError) as exc:  # the answer is the user's either way
-                log.warning("the conversation log %s cannot be written: %s", self._log.path, exc)
+        self._log_answer(conversation, messages, result.model, result.text, result.metrics)
+
+    def _log_answer(
+        self,
+        conversation: str,
+        messages: Sequence[Message],
+        model: str,
+        text: str,
+        metrics: Metrics,
+    ) -> None:
+        if self._log is None:
+            return
+        try:
+            self._log.record(
+                conversation=conversation,
+                source="agent",
+                model=model,
+                messages=messages,
+                text=text,
+                options=self.options,
+                metrics=metrics,
+            )
+        except (sqlite3.Error, OSError) as exc:  # the answer is the user's either way
+            log.warning("the conversation log %s cannot be written: %s", self._log.path, exc)
 
     def _turn(self, user: Message) -> Generator[str, None, None]:
         pieces: list[str] = []
-        keep = False
-        generation = self._generate([*self._system(), *self._turns, user], self.conversation_id)
+        keep = complete = False
+        asked = [*self._system(), *self._turns, user]
+        generation = self._generate(asked, self.conversation_id)
         try:
             for piece in generation:
                 pieces.append(piece)
                 yield piece
-            keep = True
-        except GeneratorExit:
+            keep = complete = True
+        except (GeneratorExit, KeyboardInterrupt, Cancelled):
+            # The reader stopped (a break, a closed iterator), or an interrupt stopped the
+            # generation (Stop in a notebook): the turn is kept with the text received.
             keep = bool(pieces)
             raise
         finally:
             generation.close()
             if keep:
-                self._turns += [user, Message("assistant", "".join(pieces))]
+                text = "".join(pieces)
+                self._turns += [user, Message("assistant", text)]
+                if not complete:
+                    stopped = Metrics(stop_reason="cancelled")
+                    self._log_answer(self.conversation_id, asked, self.model, text, stopped)
 
 
 def bind_agent(llm: LocalLLM) -> type[Agent]:

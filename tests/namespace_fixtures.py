@@ -53,6 +53,8 @@ class ScriptedBackend:
         self.closed = 0
         self.finished = 0
         self.fail_after: int | None = None
+        self.interrupt_after: int | None = None
+        """Raise KeyboardInterrupt (a Stop in a notebook) after that many pieces."""
         self.pull_events = 0
 
     def _find(self, spec: ModelSpec) -> str:
@@ -130,6 +132,8 @@ class ScriptedBackend:
             for index, piece in enumerate(self.pieces):
                 if self.fail_after is not None and index == self.fail_after:
                     raise GenerationError("the scripted model broke")
+                if self.interrupt_after is not None and index == self.interrupt_after:
+                    raise KeyboardInterrupt
                 yield Chunk(piece)
             done = True
             yield Chunk("", done=True, metrics=Metrics(generated_tokens=len(self.pieces)))

@@ -145,3 +145,24 @@ def test_chat_continue_goes_on_with_the_logged_conversation(gemma_store: CliSess
     assert skipped.exit_code == 0, skipped.stderr
     assert len(json_of(invoke(["logs", "list", "--json"]))["entries"]) == 3
     assert json.dumps(json_of(invoke(["logs", "list", "--json"]))).count("Unlogged") == 0
+
+
+def test_a_stopped_agent_stream_keeps_and_logs_the_partial_turn(
+    shell: Any, scripted: ScriptedBackend
+) -> None:
+    manager = ProviderManager(
+        Config.from_dict({"default_backend": "llamacpp"}), backends={"llamacpp": scripted}
+    )
+    install_namespace(shell, manager)
+    agent = shell.user_ns["Agent"](GEMMA_ID)
+    scripted.interrupt_after = 2  # Stop after "Hello" ","
+    received = []
+    with pytest.raises(KeyboardInterrupt):
+        for piece in agent.stream("Hi"):
+            received.append(piece)
+    assert received == ["Hello", ","]
+    assert agent.history[-1] == {"role": "assistant", "content": "Hello,"}
+    log = ConversationLog.of(manager.config)
+    assert log is not None
+    [entry] = log.conversation(agent.conversation_id)
+    assert (entry.text, entry.metrics["stop_reason"]) == ("Hello,", "cancelled")
