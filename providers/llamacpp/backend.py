@@ -210,7 +210,7 @@ class LlamaCppBackend:
         """
         source = Path(path).expanduser()
         model_id = import_id(name) if name is not None else id_from_file(source)
-        if source.is_file():  # the user's file, checked before anything is copied
+        if _is_file(source):  # the user's file, checked before anything is copied
             read_metadata(source).check_loadable(source)
 
         def inspect(file: Path) -> dict[str, Any]:
@@ -518,6 +518,15 @@ class LlamaCppBackend:
 
     def close(self) -> None:
         self.cache.close()
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a path the system refuses (too long...): the store's
+    import says what is wrong with it."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _load_failure(exc: Exception, errors: list[str]) -> str:
