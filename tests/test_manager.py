@@ -260,5 +260,7 @@ def test_public_api_is_exactly_all() -> None:
         "hangup",
         "options",
         "validation",
+        "tls",
+        "leftovers",
     }
     assert exported - modules == set(providers.__all__)
