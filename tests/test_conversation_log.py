@@ -99,13 +99,19 @@ def test_entries_conversations_and_history(tmp_path: Path) -> None:
     assert moved is not None and moved.path == tmp_path / "x.db"
 
 
-def test_an_agents_turns_are_logged_and_resume_continues_them(
-    shell: Any, scripted: ScriptedBackend
-) -> None:
-    manager = ProviderManager(
+@pytest.fixture
+def manager(shell: Any, scripted: ScriptedBackend) -> ProviderManager:
+    """A manager on the scripted backend, installed in the shell's namespace."""
+    made = ProviderManager(
         Config.from_dict({"default_backend": "llamacpp"}), backends={"llamacpp": scripted}
     )
-    install_namespace(shell, manager)
+    install_namespace(shell, made)
+    return made
+
+
+def test_an_agents_turns_are_logged_and_resume_continues_them(
+    shell: Any, scripted: ScriptedBackend, manager: ProviderManager
+) -> None:
     agent_class = shell.user_ns["Agent"]
     agent = agent_class(GEMMA_ID, system_prompt="Be brief.", max_tokens=4)
     agent.chat("Hi")
@@ -148,12 +154,8 @@ def test_chat_continue_goes_on_with_the_logged_conversation(gemma_store: CliSess
 
 
 def test_a_stopped_agent_stream_keeps_and_logs_the_partial_turn(
-    shell: Any, scripted: ScriptedBackend
+    shell: Any, scripted: ScriptedBackend, manager: ProviderManager
 ) -> None:
-    manager = ProviderManager(
-        Config.from_dict({"default_backend": "llamacpp"}), backends={"llamacpp": scripted}
-    )
-    install_namespace(shell, manager)
     agent = shell.user_ns["Agent"](GEMMA_ID)
     scripted.interrupt_after = 2  # Stop after "Hello" ","
     received = []

@@ -461,22 +461,25 @@ GEMMA_JINJA = (
 )
 
 
+def use_chat_template(monkeypatch: pytest.MonkeyPatch, template: str) -> None:
+    """Make the backend read ``template`` as every GGUF's own chat template."""
+    from providers.llamacpp import backend as backend_module
+
+    def with_template(path: Path) -> Any:
+        metadata = read_metadata(path)
+        values = {**metadata.values, "tokenizer.chat_template": template}
+        return type(metadata)(**{**metadata.__dict__, "values": values})
+
+    monkeypatch.setattr(backend_module, "read_metadata", with_template)
+
+
 def test_a_gguf_chat_template_is_used_when_present(
     backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     messages = [Message("user", "Name a fruit.")]
     family_text, family = text_and_metrics(list(backend.chat(GEMMA, messages, SHORT)))
 
-    from providers.llamacpp import backend as backend_module
-
-    real = read_metadata
-
-    def with_template(path: Path) -> Any:
-        metadata = real(path)
-        values = {**metadata.values, "tokenizer.chat_template": GEMMA_JINJA}
-        return type(metadata)(**{**metadata.__dict__, "values": values})
-
-    monkeypatch.setattr(backend_module, "read_metadata", with_template)
+    use_chat_template(monkeypatch, GEMMA_JINJA)
     assert backend.info(GEMMA).chat_template == "gguf"
     own_text, own = text_and_metrics(list(backend.chat(GEMMA, messages, SHORT)))
     # The same prompt through the GGUF's template: one BOS, same tokens, same greedy text.
@@ -495,16 +498,7 @@ def test_a_gguf_chat_template_is_used_when_present(
 def test_a_hostile_gguf_chat_template_fails_fast_and_the_model_stays_usable(
     backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch, template: str, bound: str
 ) -> None:
-    from providers.llamacpp import backend as backend_module
-
-    real = read_metadata
-
-    def with_template(path: Path) -> Any:
-        metadata = real(path)
-        values = {**metadata.values, "tokenizer.chat_template": template}
-        return type(metadata)(**{**metadata.__dict__, "values": values})
-
-    monkeypatch.setattr(backend_module, "read_metadata", with_template)
+    use_chat_template(monkeypatch, template)
     started = time.monotonic()
     with pytest.raises(ChatTemplateError, match=re.escape(bound)):
         list(backend.chat(GEMMA, [Message("user", "Hi")], SHORT))
