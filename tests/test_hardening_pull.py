@@ -387,9 +387,11 @@ def test_interrupted_pulls_keep_the_partial_and_resume(
 
     tiny_hub.faults.reset()
     problems = pull_completes(backend, SLOW_SPEC, small)
-    resumed = tiny_hub.downloads("small-Q4_K_M.gguf")[-1].range
-    if resumed != f"bytes={previous}-":
-        problems.append(f"the last pull did not resume at {previous}: {resumed}")
+    # The stand-in records a request when its handler ends, and the handler of the last
+    # interrupted request may end after the final pull's: look for the final pull's range.
+    ranges = [r.range for r in tiny_hub.downloads("small-Q4_K_M.gguf")]
+    if f"bytes={previous}-" not in ranges:
+        problems.append(f"the last pull did not resume at {previous}: {ranges}")
     ledger.case("pull after 5 interrupts", problems)
     ledger.assert_nothing_lost()
 
@@ -644,11 +646,13 @@ def test_kernel_interrupt_and_ctrl_c_mid_pull(
 
     tiny_hub.faults.reset()
     problems = []
+    before = len(tiny_hub.downloads("small-Q4_K_M.gguf"))
     reply = client.model_request("pull", model=SLOW_SPEC, timeout=60)
     installed = store.store.get(reply["model"]["id"])
     if installed is None or file_sha256(installed.path) != sha(small):
         problems.append("the pull after the interrupts did not install the right bytes")
-    if tiny_hub.downloads("small-Q4_K_M.gguf")[-1].range is None:
+    # (an interrupted request is recorded when its handler ends, maybe after this one's)
+    if all(r.range is None for r in tiny_hub.downloads("small-Q4_K_M.gguf")[before:]):
         problems.append("the pull after the interrupts started over")
     problems += store_problems(root)
     ledger.case("kernel pull after the interrupts", problems)
