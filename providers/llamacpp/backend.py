@@ -179,12 +179,7 @@ class LlamaCppBackend:
             details["expires_at"] = loaded.expires_at
             states = conversation_cache(loaded.model)
             if states is not None:
-                details["conversation_cache"] = {
-                    "states": len(states),
-                    "bytes": states.held_bytes,
-                    "capacity_bytes": states.capacity,
-                    "hits": states.hits,
-                }
+                details["conversation_cache"] = states.describe()
         return ModelInfo(
             id=model.id,
             backend=BACKEND,

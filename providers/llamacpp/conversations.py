@@ -49,6 +49,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def usable(state_tokens: Sequence[int], valid: int, tokens: Sequence[int], batch: int) -> int:
+    """Positions of ``tokens`` a context holding ``state_tokens`` (of which ``valid`` are
+    reusable) can keep: whole batches, and never the whole prompt (its last token is evaluated
+    again for the logits)."""
+    common = min(common_prefix(state_tokens[:valid], tokens), len(tokens) - 1)
+    return max(common - common % batch, 0)
+
+
 class StateCache:
     """Saved states of one loaded model (thread-safe; the model itself is used by one
     generation at a time)."""
@@ -68,14 +76,14 @@ class StateCache:
         with self._lock:
             return len(self._states)
 
-    def usable(
-        self, state_tokens: Sequence[int], valid: int, tokens: Sequence[int], batch: int
-    ) -> int:
-        """Positions of ``tokens`` a context holding ``state_tokens`` (of which ``valid`` are
-        reusable) can keep: whole batches, and never the whole prompt (its last token is
-        evaluated again for the logits)."""
-        common = min(common_prefix(state_tokens[:valid], tokens), len(tokens) - 1)
-        return max(common - common % batch, 0)
+    def describe(self) -> dict[str, int]:
+        """What ``info`` shows: how many states, their bytes, the bound, the restores."""
+        return {
+            "states": len(self),
+            "bytes": self.held_bytes,
+            "capacity_bytes": self.capacity,
+            "hits": self.hits,
+        }
 
     def restore_best(
         self, llama: Llama, tokens: Sequence[int], valid_now: int, batch: int
@@ -84,12 +92,12 @@ class StateCache:
         of ``batch``) than the context holding ``valid_now`` reusable positions; returns that
         state's ``valid`` (None when the context is better or as good)."""
         current = llama.input_ids[: int(llama.n_tokens)].tolist()
-        best, best_usable = None, self.usable(current, valid_now, tokens, batch)
+        best, best_usable = None, usable(current, valid_now, tokens, batch)
         with self._lock:
             for saved in self._states.values():
-                usable = self.usable(saved.tokens, saved.valid, tokens, batch)
-                if usable > best_usable:
-                    best, best_usable = saved, usable
+                reused = usable(saved.tokens, saved.valid, tokens, batch)
+                if reused > best_usable:
+                    best, best_usable = saved, reused
             if best is None:
                 return None
             self._states.move_to_end(best.tokens)

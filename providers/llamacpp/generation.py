@@ -254,16 +254,7 @@ def _run(
     if stop_ids:
         criteria.append(lambda ids, _logits: len(ids) > len(tokens) and int(ids[-1]) in stop_ids)
     started = time.perf_counter()
-    exact = llama in _REPRODUCIBLE
-    granularity = max(int(llama.n_batch), 1) if exact else 1
-    states = _STATES.get(llama)
-    if states is not None:
-        valid_now = _WHOLE_BATCHES.get(llama, 0) if exact else int(llama.n_tokens)
-        restored = states.restore_best(llama, tokens, valid_now, granularity)
-        if restored is not None and exact:
-            _WHOLE_BATCHES[llama] = restored
-    if exact:
-        reuse_whole_batches(llama, tokens)
+    prepare_context(llama, tokens)
     finish: str | None = None
     try:
         stream: Any = llama.create_completion(
@@ -298,8 +289,7 @@ def _run(
     finally:
         stream.close()  # on a consumer's close(): stops llama.cpp before the next token
     ended = time.perf_counter()
-    if states is not None:
-        states.save(llama, _WHOLE_BATCHES.get(llama, 0) if exact else int(llama.n_tokens))
+    keep_context(llama)
     first = observer.first_at or ended
     generated = observer.sampled
     generation_seconds = ended - first
@@ -352,6 +342,33 @@ def configure_reuse(llama: Llama, *, cache_bytes: int, reproducible: bool) -> No
 
 def conversation_cache(llama: Llama) -> StateCache | None:
     return _STATES.get(llama)
+
+
+def _reusable(llama: Llama) -> int:
+    """How many leading positions of ``llama``'s context a later prompt may reuse: all it
+    evaluated, or with ``reproducible`` its whole batches."""
+    return _WHOLE_BATCHES.get(llama, 0) if llama in _REPRODUCIBLE else int(llama.n_tokens)
+
+
+def prepare_context(llama: Llama, tokens: Sequence[int]) -> None:
+    """Before a generation of ``tokens``: restore the saved conversation state that reuses
+    the most of them, if it beats the context; with ``reproducible``, reuse whole batches only."""
+    exact = llama in _REPRODUCIBLE
+    states = _STATES.get(llama)
+    if states is not None:
+        granularity = max(int(llama.n_batch), 1) if exact else 1
+        restored = states.restore_best(llama, tokens, _reusable(llama), granularity)
+        if restored is not None and exact:
+            _WHOLE_BATCHES[llama] = restored
+    if exact:
+        reuse_whole_batches(llama, tokens)
+
+
+def keep_context(llama: Llama) -> None:
+    """After a generation: keep the context's state for the conversation's next turn."""
+    states = _STATES.get(llama)
+    if states is not None:
+        states.save(llama, _reusable(llama))
 
 
 def reuse_whole_batches(llama: Llama, tokens: Sequence[int]) -> None:
