@@ -8,7 +8,6 @@ being told.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
 
@@ -163,18 +162,17 @@ class Agent:
     ) -> None:
         if self._log is None:
             return
-        try:
-            self._log.record(
-                conversation=conversation,
-                source="agent",
-                model=model,
-                messages=messages,
-                text=text,
-                options=self.options,
-                metrics=metrics,
-            )
-        except (sqlite3.Error, OSError) as exc:  # the answer is the user's either way
-            log.warning("the conversation log %s cannot be written: %s", self._log.path, exc)
+        problem = self._log.keep(
+            conversation=conversation,
+            source="agent",
+            model=model,
+            messages=messages,
+            text=text,
+            options=self.options,
+            metrics=metrics,
+        )
+        if problem is not None:  # the answer is the user's either way
+            log.warning("%s", problem)
 
     def _turn(self, user: Message) -> Generator[str, None, None]:
         pieces: list[str] = []

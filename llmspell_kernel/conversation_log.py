@@ -11,6 +11,7 @@ in one short transaction of its own connection.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import uuid
@@ -82,18 +83,7 @@ class Entry:
         return self.prompt or ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "conversation": self.conversation,
-            "source": self.source,
-            "model": self.model,
-            "created_at": self.created_at,
-            "messages": None if self.messages is None else [m.to_dict() for m in self.messages],
-            "prompt": self.prompt,
-            "text": self.text,
-            "options": self.options,
-            "metrics": self.metrics,
-        }
+        return dataclasses.asdict(self)  # the messages as {"role", "content"}
 
 
 class ConversationLog:
@@ -101,6 +91,7 @@ class ConversationLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._ready = False  # the file is in WAL mode and has the table
 
     @classmethod
     def of(cls, config: Config) -> ConversationLog | None:
@@ -114,8 +105,10 @@ class ConversationLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(_SCHEMA)
+            if not self._ready:
+                connection.execute("PRAGMA journal_mode=WAL")  # kept by the file itself
+                connection.executescript(_SCHEMA)
+                self._ready = True
             with connection:  # one transaction: committed, or rolled back on an error
                 yield connection
         finally:
@@ -152,6 +145,15 @@ class ConversationLog:
                 row,
             )
             return int(cursor.lastrowid or 0)
+
+    def keep(self, **entry: Any) -> str | None:
+        """:meth:`record` for a caller whose answer must not fail with the log: None, or why
+        the log could not be written (for the caller to warn with)."""
+        try:
+            self.record(**entry)
+        except (sqlite3.Error, OSError) as exc:
+            return f"the conversation log {self.path} cannot be written: {exc}"
+        return None
 
     def entries(self, *, limit: int | None = None, model: str | None = None) -> list[Entry]:
         """The latest answers, oldest first (at most ``limit``; of ``model`` only)."""

@@ -95,6 +95,12 @@ def test_entries_conversations_and_history(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="no conversation 'nope'"):
         log.conversation("nope")
     assert ConversationLog.of(Config.from_dict({"logs": {"enabled": False}})) is None
+    (tmp_path / "not-a-folder").write_text("", encoding="utf-8")
+    unwritable = ConversationLog(tmp_path / "not-a-folder" / "logs.db")
+    problem = unwritable.keep(
+        conversation="c3", source="chat", model="g", text="x", options=options, metrics=Metrics()
+    )
+    assert problem is not None and "cannot be written" in problem
     moved = ConversationLog.of(Config.from_dict({"logs": {"path": str(tmp_path / "x.db")}}))
     assert moved is not None and moved.path == tmp_path / "x.db"
 

@@ -331,21 +331,18 @@ def _log_answer(
     """Keep one answer in the conversation log; a log that cannot be written is a warning."""
     if chat_log.log is None:
         return
-    import sqlite3
-
-    try:
-        chat_log.log.record(
-            conversation=chat_log.conversation,
-            source=chat_log.source,
-            model=result.model,
-            text=result.text,
-            options=options,
-            metrics=result.metrics,
-            messages=None if isinstance(request, str) else list(request),
-            prompt=request if isinstance(request, str) else None,
-        )
-    except (sqlite3.Error, OSError) as exc:
-        cli.output.warn(f"the conversation log {chat_log.log.path} cannot be written: {exc}")
+    problem = chat_log.log.keep(
+        conversation=chat_log.conversation,
+        source=chat_log.source,
+        model=result.model,
+        text=result.text,
+        options=options,
+        metrics=result.metrics,
+        messages=None if isinstance(request, str) else list(request),
+        prompt=request if isinstance(request, str) else None,
+    )
+    if problem is not None:
+        cli.output.warn(problem)
 
 
 def _transcript(model: str, history: list[Message]) -> dict[str, Any]:
