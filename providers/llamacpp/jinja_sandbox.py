@@ -15,8 +15,6 @@ Transformers' ``tojson``, ``raise_exception`` and ``strftime_now``.
 from __future__ import annotations
 
 import functools
-import json
-from datetime import datetime
 from typing import Any
 
 MAX_RANGE_ITEMS = 1_000_000
@@ -29,6 +27,7 @@ class TemplateLimitError(Exception):
     """A template went past one of the bounds."""
 
 
+@functools.lru_cache(maxsize=1)
 def _environment() -> Any:
     import jinja2
     import jinja2.ext
@@ -58,18 +57,13 @@ def _environment() -> Any:
         lstrip_blocks=True,
         extensions=[Jinja2ChatFormatter.IgnoreGenerationTags, jinja2.ext.loopcontrols],
     )
-    environment.filters["tojson"] = _tojson
+    environment.filters["tojson"] = Jinja2ChatFormatter.tojson  # Transformers' rendering
     return environment
-
-
-@functools.lru_cache(maxsize=1)
-def _shared_environment() -> Any:
-    return _environment()
 
 
 @functools.lru_cache(maxsize=16)
 def _compiled(source: str) -> Any:
-    return _shared_environment().from_string(source)
+    return _environment().from_string(source)
 
 
 def render(source: str, **variables: Any) -> str:
@@ -92,10 +86,12 @@ def render(source: str, **variables: Any) -> str:
 
     pieces: list[str] = []
     size = 0
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
     for piece in _compiled(source).generate(
         range=bounded_range,
         raise_exception=raise_exception,
-        strftime_now=lambda f: datetime.now().strftime(f),
+        strftime_now=Jinja2ChatFormatter.strftime_now,
         **variables,
     ):
         size += len(piece)
@@ -103,15 +99,3 @@ def render(source: str, **variables: Any) -> str:
             raise TemplateLimitError(f"the prompt grew past {MAX_OUTPUT_CHARS} characters")
         pieces.append(piece)
     return "".join(pieces)
-
-
-def _tojson(
-    x: Any,
-    ensure_ascii: bool = False,
-    indent: int | None = None,
-    separators: tuple[str, str] | None = None,
-    sort_keys: bool = False,
-) -> str:
-    return json.dumps(
-        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
-    )

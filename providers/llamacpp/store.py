@@ -205,15 +205,11 @@ class ModelStore:
     def clean_leftovers(self) -> int:
         """Delete the unfinished imports of processes that were killed (``.tmp/*.partial``
         whose owner is gone); returns the bytes freed. Those of live processes stay."""
-        folder = self.root / TMP_DIR_NAME
-        return remove_orphans(folder, f"*{PARTIAL_SUFFIX}") if folder.is_dir() else 0
+        return remove_orphans(self.root / TMP_DIR_NAME, f"*{PARTIAL_SUFFIX}")
 
     def unfinished_import_bytes(self) -> int:
         """Bytes of imports in progress (or left by a killed process) in ``.tmp``."""
-        folder = self.root / TMP_DIR_NAME
-        if not folder.is_dir():
-            return 0
-        return sum(size_of(p) for p in folder.glob(f"*{PARTIAL_SUFFIX}"))
+        return sum(size_of(p) for p in (self.root / TMP_DIR_NAME).glob(f"*{PARTIAL_SUFFIX}"))
 
     def blob_path(self, sha256: str) -> Path:
         return self.root / BLOBS_DIR_NAME / blob_name(sha256)

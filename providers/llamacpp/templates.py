@@ -87,21 +87,17 @@ def format_messages(
     template: ChatTemplate, messages: Sequence[Message], llama: Llama
 ) -> FormattedPrompt:
     """The prompt for ``messages`` under ``template``, ready to be tokenized by ``llama``."""
-
     dicts: list[Any] = [m.to_dict() for m in messages]
     if template.jinja is not None:
         return _own_template(template.jinja, dicts, llama)
     formatter = _FORMATTERS[template.format or ""]
-    stop_ids: tuple[int, ...] = ()
     try:
         result = formatter(messages=dicts)
     except Exception as exc:
         raise ChatTemplateError(f"chat template ({template.source}) failed: {exc}") from exc
     stop = result.stop
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    return FormattedPrompt(
-        prompt=result.prompt, stop=stops, add_bos=not result.added_special, stop_token_ids=stop_ids
-    )
+    return FormattedPrompt(prompt=result.prompt, stop=stops, add_bos=not result.added_special)
 
 
 def _own_template(source: str, messages: list[Any], llama: Llama) -> FormattedPrompt:
