@@ -22,6 +22,7 @@ from .output import Output
 if TYPE_CHECKING:
     from llmspell_kernel.client import LLMSpellClient
     from llmspell_kernel.conversation_log import ConversationLog
+    from providers.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class CliState:
     debug: bool = False
     no_log: bool = False
     _client: LLMSpellClient | None = field(default=None, repr=False)
+    _config: Config | None = field(default=None, repr=False)
 
     @property
     def json_mode(self) -> bool:
@@ -61,9 +63,9 @@ class CliState:
         a usage error when none names a model."""
         if spec is not None:
             return spec
-        from providers.config import MODEL_ENV, Config  # pydantic: only when -m is missing
+        from providers.config import MODEL_ENV
 
-        chosen = Config.load(self.config).model_default()
+        chosen = self.local_config().model_default()
         if chosen is None:
             raise typer.BadParameter(
                 f"no model: pass -m SPEC, or set {MODEL_ENV} or default_model in the config",
@@ -77,9 +79,17 @@ class CliState:
         if self.no_log:
             return None
         from llmspell_kernel.conversation_log import ConversationLog
-        from providers.config import Config
 
-        return ConversationLog.of(Config.load(self.config))
+        return ConversationLog.of(self.local_config())
+
+    def local_config(self) -> Config:
+        """This CLI's configuration (``--config``, else ``$LLMSPELL_CONFIG``, else the user
+        file), read once; with ``--connect`` the kernel has its own."""
+        if self._config is None:
+            from providers.config import Config  # pydantic: not on `--help`'s path
+
+            self._config = Config.load(self.config)
+        return self._config
 
     def kernel(self) -> LLMSpellClient:
         """The client of an llmspell kernel, for its typed model commands (``list()``,

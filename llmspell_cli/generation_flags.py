@@ -32,6 +32,8 @@ _FLAGS: tuple[tuple[str, Any, tuple[str, ...], str], ...] = (
 )
 _STOP = "stop"
 _OPTION = "option"
+OPTION_FLAGS = ("-o", "--option")
+COMMANDS = ("prompt", "chat")
 
 
 def _parameters() -> list[inspect.Parameter]:
@@ -64,8 +66,7 @@ def _parameters() -> list[inspect.Parameter]:
             annotation=Annotated[
                 list[str] | None,
                 typer.Option(
-                    "--option",
-                    "-o",
+                    *OPTION_FLAGS,
                     metavar="KEY=VALUE",
                     help="Any generation option: -o KEY VALUE or -o KEY=VALUE, e.g."
                     " -o frequency_penalty 0.5 (repeatable).",
@@ -104,10 +105,6 @@ def _evaluated(annotation: Any, command: Callable[..., Any]) -> Any:
     if isinstance(annotation, str):
         return eval(annotation, command.__globals__)  # the module's own source, as typing does
     return annotation
-
-
-OPTION_FLAGS = ("-o", "--option")
-COMMANDS = ("prompt", "chat")
 
 
 def join_option_pairs(args: list[str], value_options: Iterable[str] = ()) -> list[str]:
