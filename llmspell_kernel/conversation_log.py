@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -106,7 +107,7 @@ class ConversationLog:
         connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)
         try:
             if not self._ready:
-                connection.execute("PRAGMA journal_mode=WAL")  # kept by the file itself
+                _use_wal(connection)
                 connection.executescript(_SCHEMA)
                 self._ready = True
             with connection:  # one transaction: committed, or rolled back on an error
@@ -225,3 +226,18 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         options=json.loads(options),
         metrics=json.loads(metrics),
     )
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode (kept by the file itself). Switching takes an exclusive
+    lock and SQLite does not wait for it through the busy timeout: two processes opening a
+    new log at once got "database is locked"; retry within the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
