@@ -75,6 +75,17 @@ class LlamaCppOptions(_Strict):
     conversation_cache_bytes: int = Field(default=256 * 2**20, ge=0)
     """Memory per loaded model for the evaluated state of recent conversations, so that a
     turn evaluates only its new tokens; least recently used first out; 0 = none."""
+    max_context: int = Field(default=0, ge=0)
+    """The largest ``num_ctx`` a request may ask for (besides the model's trained context
+    length, which is always a bound); 0 = no other bound."""
+    load_timeout: float = Field(default=600.0, gt=0)
+    """Seconds a model load may take before its runner is stopped."""
+    render_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a prompt's chat-template render and tokenization may take before the model's
+    runner is stopped (a template is code from the model file)."""
+    check_imports: bool = True
+    """Load an imported file once in a runner before it is added to the store, so that a
+    file llama.cpp cannot load is refused at import."""
 
 
 class LlamaCppConfig(_Strict):

@@ -17,8 +17,9 @@ from providers.llamacpp.generation import (
     DEFAULT_MAX_TOKENS,
     SAMPLING_DEFAULTS,
     Prompt,
-    _run,
+    _sampling,
     repeated_tail,
+    stream_prompt,
 )
 from providers.options import with_defaults
 
@@ -115,7 +116,7 @@ class LoopingLlama:
 def test_the_token_loop_stops_a_looping_stream_with_stop_reason_repetition() -> None:
     llama = LoopingLlama()
     chunks = list(
-        _run("m", llama, Prompt([1, 2]), GenerationOptions(), 0.0, None, 0.0)  # type: ignore[arg-type]
+        stream_prompt("m", llama, Prompt([1, 2]), GenerationOptions(), 0.0, None, 0.0)  # type: ignore[arg-type]
     )
     assert chunks[-1].done and chunks[-1].metrics is not None
     assert chunks[-1].metrics.stop_reason == "repetition"
@@ -162,20 +163,22 @@ def test_the_bare_prompt_on_the_base_model_ends_by_itself(backend: LlamaCppBacke
 def test_the_backend_samples_with_its_defaults_unless_told_otherwise(
     backend: LlamaCppBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llama_cpp import Llama
+    from providers.llamacpp.runner import Runner
 
-    calls: list[dict[str, Any]] = []
-    original = Llama.create_completion
+    calls: list[GenerationOptions] = []
+    original = Runner.generate
 
-    def spy(self: Llama, **kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return original(self, **kwargs)
+    def spy(self: Runner, request: Any, options: GenerationOptions, **kwargs: Any) -> Any:
+        calls.append(options)
+        return original(self, request, options, **kwargs)
 
-    monkeypatch.setattr(Llama, "create_completion", spy)
+    monkeypatch.setattr(Runner, "generate", spy)
     list(backend.complete(GEMMA, "Hello", GenerationOptions()))
     explicit = GenerationOptions(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=3)
     chunks = list(backend.complete(GEMMA, "Hello", explicit))
-    defaults, chosen = calls
+    defaults, chosen = (
+        _sampling(options) | {"max_tokens": options.max_tokens} for options in calls
+    )
     assert {k: defaults[k] for k in ("temperature", "top_k", "top_p", "repeat_penalty")} == {
         "temperature": 0.8,
         "top_k": 40,
@@ -186,5 +189,5 @@ def test_the_backend_samples_with_its_defaults_unless_told_otherwise(
     assert (chosen["temperature"], chosen["top_k"], chosen["repeat_penalty"]) == (0.0, 1, 1.0)
     assert chosen["max_tokens"] == 3 and chosen["top_p"] == 0.9
     metrics = chunks[-1].metrics
-    assert metrics is not None and metrics.generated_tokens <= 3
+    assert metrics is not None and metrics.generated_tokens <= 3  # the runner used them
     assert backend.cache.snapshot()[0].model_id == "gemma3-270m"

@@ -4,6 +4,7 @@ says it is one; ``import --link`` links the file in place through the protocol a
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -38,10 +39,18 @@ def broken_gguf(tmp_path_factory: pytest.TempPathFactory, gemma_path: Path) -> P
 
 
 @pytest.mark.model
-def test_garbage_tensor_data_fails_the_first_load(tmp_path: Path, broken_gguf: Path) -> None:
+def test_garbage_tensor_data_is_refused_at_import_and_at_the_first_load(
+    tmp_path: Path, broken_gguf: Path
+) -> None:
     backend = make_backend(tmp_path / "models")
     try:
-        backend.import_model(broken_gguf, "broken", link=True)
+        with pytest.raises(ModelLoadError, match="tensor data is corrupt") as refused:
+            backend.import_model(broken_gguf, "broken", link=True)
+        assert str(broken_gguf) in refused.value.message and "not imported" in refused.value.message
+        assert "model remove" not in refused.value.message  # nothing to remove
+        assert backend.list_models() == []
+        # A file an older llmspell stored without the probe fails its first load.
+        backend.store.import_file(broken_gguf, "broken", inspect=None)
         with pytest.raises(ModelLoadError, match="tensor data is corrupt") as raised:
             backend.load(ModelSpec.parse("broken"))
         assert "llmspell model remove broken@llamacpp" in str(raised.value)
@@ -67,7 +76,14 @@ def test_prompt_on_a_corrupt_import_is_an_error_not_empty_text(
     models = tmp_path / "models"
     monkeypatch.setenv("LLMSPELL_MODELS", str(models))
     imported = invoke(["--output", "json", "model", "import", str(broken_gguf), "-n", "broken"])
-    assert imported.exit_code == 0, imported.stderr
+    assert imported.exit_code == 1
+    error = json.loads(imported.stdout)["error"]
+    assert error["ename"] == "ModelLoadError"
+    assert "tensor data is corrupt" in error["evalue"] and "not imported" in error["evalue"]
+    # As an older llmspell stored it, without the probe load:
+    from providers.llamacpp.store import ModelStore
+
+    ModelStore(models).import_file(broken_gguf, "broken", inspect=None)
     prompted = invoke(["prompt", "-m", "broken@llamacpp", "--max-tokens", "4", "hi"])
     assert prompted.exit_code == 1
     assert prompted.stdout == ""

@@ -508,22 +508,28 @@ def backend(tmp_path: Path) -> Iterator[LlamaCppBackend]:
         backend.close()
 
 
-def test_unknown_architecture_imports_and_fails_to_load_saying_why(
+def test_unknown_architecture_is_refused_at_import_saying_why(
     backend: LlamaCppBackend, tmp_path: Path
 ) -> None:
-    """As with Ollama: the file is a sound GGUF, so it is kept (a newer llama.cpp may run it);
-    loading it says which architecture this llama.cpp does not know."""
+    """The probe load at import finds what this llama.cpp cannot run, names the user's file
+    and the architecture, and keeps nothing (a newer llama-cpp-python may run it: import it
+    again then)."""
     path = writer_model(tmp_path / "mystery.gguf", architecture="mystery", extra=False)
-    info = backend.import_model(path, "mystery")
-    assert info.architecture == "mystery"
     with pytest.raises(ModelLoadError, match="unknown model architecture: 'mystery'") as caught:
-        backend.load(ModelSpec.parse("mystery"))
-    assert "mystery" in str(caught.value) and "llama-cpp-python" in str(caught.value)
-    assert [m.id for m in backend.list_models()] == ["mystery"]
+        backend.import_model(path, "mystery")
+    assert str(path) in caught.value.message and "llama-cpp-python" in caught.value.message
+    assert "not imported" in caught.value.message
+    assert backend.list_models() == []
 
 
 def test_a_model_llama_cpp_cannot_build_says_why(backend: LlamaCppBackend, tmp_path: Path) -> None:
-    """A known architecture with tensors missing: llama.cpp's own reason, not just "failed"."""
-    backend.import_model(writer_model(tmp_path / "partial.gguf", extra=False), "partial")
+    """A known architecture with tensors missing: llama.cpp's own reason, not just "failed",
+    at import (the probe load) and at load, for a file that is in the store already."""
+    path = writer_model(tmp_path / "partial.gguf", extra=False)
+    with pytest.raises(ModelLoadError, match=r"tensor 'output_norm\.weight' not found"):
+        backend.import_model(path, "partial")
+    assert backend.list_models() == []
+    backend.store.import_file(path, "partial", inspect=None)  # as an older llmspell stored it
     with pytest.raises(ModelLoadError, match=r"tensor 'output_norm\.weight' not found"):
         backend.load(ModelSpec.parse("partial"))
+    assert backend.loaded() == []

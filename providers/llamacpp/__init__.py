@@ -1,11 +1,12 @@
 """The embedded GGUF backend (llama-cpp-python) and its model store.
 
-``LlamaCppBackend(config)`` implements :class:`providers.base.Backend`. Importing this package
-does not import llama_cpp; that happens on the first load, generation or metadata read.
+``LlamaCppBackend(config)`` implements :class:`providers.base.Backend`. The kernel never imports
+llama_cpp: each loaded model runs in a runner process (:mod:`.runner`).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..config import Config
@@ -13,6 +14,10 @@ from ..types import ModelInfo
 from .backend import LlamaCppBackend
 
 __all__ = ["LlamaCppBackend", "import_model"]
+
+# A library logs, the application decides where it goes: without a handler here, Python's
+# "last resort" handler would print llama.cpp's warnings (a runner's log) to stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def import_model(

@@ -1,10 +1,13 @@
-"""The embedded GGUF backend: llama-cpp-python in this process, models in a local store.
+"""The GGUF backend: llama-cpp-python models, each in its own runner process, in a local store.
 
 :class:`LlamaCppBackend` coordinates the pieces: the store (:mod:`.store`) and its ids
-(:mod:`.ids`), pulls (:mod:`.pull`), the cache of loaded models (:mod:`.cache`) and the
-generation loop (:mod:`.generation`). The llama_cpp exceptions of a model load are translated
-here (``_load_llama``), those of a generation in :mod:`.generation`, with ``raise ... from exc``.
-The backend is synchronous and thread-safe: the kernel calls it from worker threads.
+(:mod:`.ids`), pulls (:mod:`.pull`), the cache of loaded models (:mod:`.cache`), whose entries
+are model runners (:mod:`.runner`: a llama.cpp that aborts takes its runner down, not the
+kernel), and the generation loop (:mod:`.generation`, run inside the runner). What a load may
+take is checked here first: the file's header (:mod:`.hparams`), the context size against what
+the model was trained for and ``max_context``, and the memory the load needs against what the
+machine has (:mod:`.memory`). The backend is synchronous and thread-safe: the kernel calls it
+from worker threads.
 Generations on one model take turns, first come first served (:mod:`.turns`; a llama.cpp
 context is not thread-safe): a stream waiting for its turn yields ``Chunk(queued=N)`` at least
 every 0.25 s, and a stream whose reader stopped reading gives its turn up to a waiting request
@@ -14,13 +17,15 @@ once and leaves the model ready for the next one.
 
 from __future__ import annotations
 
-import gc
+import dataclasses
+import importlib.metadata
+import importlib.util
 import logging
 import threading
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import Config
 from ..errors import InvalidRequest, LLMSpellError, ModelLoadError, ModelNotFound
@@ -44,30 +49,20 @@ from .cache import Lease, ModelCache
 from .cancel import check_cancel
 from .generation import (
     MIN_CONTEXT,
-    REPEAT_LAST_N,
-    REUSE_BATCH,
     SAMPLING_DEFAULTS,
-    PromptBuilder,
-    chat_prompt,
     check_messages,
     check_prompt,
-    completion_prompt,
-    configure_reuse,
     context_size,
-    conversation_cache,
-    generate,
 )
 from .ids import BACKEND, find_installed, id_from_file, import_id
+from .memory import check_fits
 from .metadata import quantization_of, read_metadata
-from .native import broken_weights, native_errors, prepare_llama_cpp
 from .pull import PullProgress, download_and_install, pull_target
+from .runner import Bounds, Runner
+from .runner_messages import ChatRequest, CompletionRequest, Load
 from .store import ModelStore, StoredModel
 from .templates import choose_template
 from .topology import cpu_count
-
-if TYPE_CHECKING:
-    from llama_cpp import Llama
-
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +79,9 @@ class LlamaCppBackend:
         freed = self.store.clean_leftovers()
         if freed:
             log.info("removed %d bytes of imports that killed processes left unfinished", freed)
+        self.bounds = Bounds(
+            load_seconds=self.options.load_timeout, render_seconds=self.options.render_timeout
+        )
         self.cache = ModelCache(
             max_loaded=self.options.max_loaded_models,
             keep_alive=self.options.keep_alive,
@@ -93,13 +91,13 @@ class LlamaCppBackend:
     # Queries ------------------------------------------------------------------------------
 
     def health(self) -> BackendHealth:
-        try:
-            import llama_cpp
-
-            version = str(llama_cpp.__version__)
+        try:  # (not imported here: llama.cpp runs in the runners)
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise ImportError("no module named llama_cpp")
+            version = importlib.metadata.version("llama_cpp_python")
         except Exception as exc:  # health never raises: a broken install is a reason
             return BackendHealth(
-                name=BACKEND, available=False, reason=f"llama-cpp-python cannot be imported: {exc}"
+                name=BACKEND, available=False, reason=f"llama-cpp-python is not installed: {exc}"
             )
         try:
             count = len(self.store.list())
@@ -175,11 +173,11 @@ class LlamaCppBackend:
         if template_error:
             details["chat_template_error"] = template_error
         if loaded is not None:
-            details["n_ctx"] = loaded.n_ctx
+            details["n_ctx"] = loaded.model.n_ctx
             details["expires_at"] = loaded.expires_at
-            states = conversation_cache(loaded.model)
-            if states is not None:
-                details["conversation_cache"] = states.describe()
+            details["runner_pid"] = loaded.model.pid
+            if loaded.model.conversation_cache is not None:
+                details["conversation_cache"] = loaded.model.conversation_cache
         return ModelInfo(
             id=model.id,
             backend=BACKEND,
@@ -207,12 +205,26 @@ class LlamaCppBackend:
         model_id = import_id(name) if name is not None else id_from_file(source)
         if _is_file(source):  # the user's file, checked before anything is copied
             read_metadata(source).check_loadable(source)
+            if self.options.check_imports:
+                self._probe(source, model_id)
 
         def inspect(file: Path) -> dict[str, Any]:
             return read_metadata(file).manifest_fields(quantization_of(None, source.name))
 
         model = self.store.import_file(source, model_id, link=link, inspect=inspect)
         return self._describe(model)
+
+    def _probe(self, source: Path, model_id: str) -> None:
+        """Load ``source`` once in a runner (with the smallest context): a file llama.cpp
+        cannot load, or whose weights compute nothing, is refused naming the user's file."""
+        load = dataclasses.replace(self._load_settings(model_id, source, MIN_CONTEXT), stored=False)
+        try:
+            Runner(load, self.bounds).close()
+        except LLMSpellError as exc:
+            message = exc.message if str(source) in exc.message else f"{source}: {exc.message}"
+            raise ModelLoadError(
+                f"{message} (not imported)", model=model_id, backend=BACKEND
+            ) from exc
 
     def copy(self, spec: ModelSpec, name: str) -> ModelInfo:
         """``name`` for the installed model ``spec`` names: the same blob, no bytes copied."""
@@ -292,14 +304,14 @@ class LlamaCppBackend:
     def loaded(self) -> list[LoadedModel]:
         rows = []
         for e in self.cache.snapshot():
-            states = conversation_cache(e.model)
+            states = e.model.conversation_cache
             rows.append(
                 LoadedModel(
                     id=e.model_id,
                     backend=BACKEND,
                     size_bytes=e.size_bytes,
                     expires_at=e.expires_at,
-                    conversation_cache_bytes=None if states is None else states.held_bytes,
+                    conversation_cache_bytes=None if states is None else states["bytes"],
                 )
             )
         return rows
@@ -322,7 +334,7 @@ class LlamaCppBackend:
         check_messages(messages)
         model = self._find(spec)
         template = choose_template(model.id, read_metadata(model.path).values)
-        return self._generate(model, chat_prompt(template, messages), options, cancel)
+        return self._generate(model, ChatRequest(template, tuple(messages)), options, cancel)
 
     def complete(
         self,
@@ -334,23 +346,18 @@ class LlamaCppBackend:
     ) -> ChunkStream:
         check_prompt(prompt)
         model = self._find(spec)
-        return self._generate(model, completion_prompt(prompt), options, cancel)
+        return self._generate(model, CompletionRequest(prompt), options, cancel)
 
     def _generate(
         self,
         model: StoredModel,
-        prompt: PromptBuilder,
+        prompt: ChatRequest | CompletionRequest,
         options: GenerationOptions,
         cancel: threading.Event | None,
     ) -> ChunkStream:
         options = with_defaults(options, SAMPLING_DEFAULTS)
-        trained = read_metadata(model.path).context_length
-        if options.num_ctx is not None and trained and options.num_ctx > trained:
-            raise InvalidRequest(
-                f"num_ctx {options.num_ctx} is more than {model.id}'s context length {trained}"
-                " (what it was trained for): ask for at most that",
-                model=model.id,
-            )
+        if options.num_ctx is not None:
+            self._check_context(model, options.num_ctx)
         # Load now, so that a missing or broken model fails the call itself; the stream takes
         # its own lease when it starts (a stream that is never started holds nothing).
         with self._acquire(model, context_size(options.num_ctx), None) as lease:
@@ -360,7 +367,7 @@ class LlamaCppBackend:
     def _stream(
         self,
         model: StoredModel,
-        prompt: PromptBuilder,
+        prompt: ChatRequest | CompletionRequest,
         options: GenerationOptions,
         load_seconds: float,
         cancel: threading.Event | None,
@@ -378,14 +385,13 @@ class LlamaCppBackend:
                     ahead = turn.wait(last=ahead)
                 check_cancel("generation with", model.id, cancel)
                 queue_seconds = time.perf_counter() - requested - lease.load_seconds
-                chunks = generate(
-                    model.id,
-                    lease.model,
+                runner: Runner = lease.model
+                chunks = runner.generate(
                     prompt,
                     options,
-                    load_seconds + lease.load_seconds,
-                    cancel,
-                    max(queue_seconds, 0.0),
+                    load_seconds=load_seconds + lease.load_seconds,
+                    queue_seconds=max(queue_seconds, 0.0),
+                    cancel=cancel,
                 )
                 try:
                     for chunk in chunks:
@@ -427,7 +433,7 @@ class LlamaCppBackend:
 
         lease = self.cache.acquire(
             model.id,
-            lambda size: self._load_llama(model, size),
+            lambda size: self._start_runner(model, size),
             n_ctx=n_ctx,
             default_n_ctx=max(self.options.n_ctx, MIN_CONTEXT) if self.options.n_ctx else 0,
             size_bytes=model.manifest.size,
@@ -441,52 +447,45 @@ class LlamaCppBackend:
                 raise
         return lease
 
-    def _load_llama(self, model: StoredModel, n_ctx: int) -> Llama:
-        read_metadata(model.path).check_loadable(model.id)
-        prepare_llama_cpp()
-        from llama_cpp import Llama
-
-        threads = self.options.n_threads or cpu_count()
-        failure = None
-        with native_errors() as errors:
-            try:
-                llama = Llama(
-                    model_path=str(model.path),
-                    n_ctx=n_ctx,
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    n_gpu_layers=self.options.n_gpu_layers,
-                    last_n_tokens_size=REPEAT_LAST_N,
-                    n_batch=REUSE_BATCH,
-                    verbose=False,
-                )
-            except (ValueError, OSError, RuntimeError) as exc:
-                failure = _load_failure(exc, errors)
-        if failure is not None:
-            # The half-built Llama (its weights and context, ~235 MB for Gemma 3 270M) lives on
-            # in the exception's frames until a garbage collection: free it now, so that the
-            # next load does not fail for the memory a failed one still holds.
-            gc.collect()
-            raise ModelLoadError(
-                f"cannot load {model.id} from {model.path}: {failure}",
+    def _check_context(self, model: StoredModel, n_ctx: int) -> None:
+        """``n_ctx`` at most what the model was trained for and ``max_context``."""
+        trained = read_metadata(model.path).context_length
+        if trained and n_ctx > trained:
+            raise InvalidRequest(
+                f"num_ctx {n_ctx} is more than {model.id}'s context length {trained}"
+                " (what it was trained for): ask for at most that",
                 model=model.id,
-                backend=BACKEND,
             )
-        configure_reuse(
-            llama,
-            cache_bytes=self.options.conversation_cache_bytes,
+        ceiling = self.options.max_context
+        if ceiling and n_ctx > ceiling:
+            raise InvalidRequest(
+                f"num_ctx {n_ctx} is more than {ceiling}, the largest context this machine"
+                " allows (providers.llamacpp.options.max_context)",
+                model=model.id,
+            )
+
+    def _start_runner(self, model: StoredModel, n_ctx: int) -> Runner:
+        """A runner with ``model`` loaded, once its header and the memory it needs are checked."""
+        metadata = read_metadata(model.path)
+        metadata.check_loadable(model.id)
+        # A request's num_ctx was checked already: this clamps the configured default (0: the
+        # model's trained length, as llama.cpp takes it).
+        trained = metadata.context_length
+        n_ctx = n_ctx or trained or 0
+        n_ctx = min(n_ctx, trained or n_ctx, self.options.max_context or n_ctx)
+        check_fits(model.id, metadata, model.manifest.size, n_ctx)
+        return Runner(self._load_settings(model.id, model.path, n_ctx), self.bounds)
+
+    def _load_settings(self, model_id: str, path: Path, n_ctx: int) -> Load:
+        return Load(
+            model_id=model_id,
+            path=path,
+            n_ctx=n_ctx,
+            n_threads=self.options.n_threads or cpu_count(),
+            n_gpu_layers=self.options.n_gpu_layers,
+            conversation_cache_bytes=self.options.conversation_cache_bytes,
             reproducible=self.options.reproducible,
         )
-        broken = broken_weights(llama)
-        if broken is not None:
-            llama.close()
-            raise ModelLoadError(
-                f"cannot use {model.id} from {model.path}: {broken}; remove it"
-                f" (llmspell model remove {model.id}@{BACKEND}) and import or pull it again",
-                model=model.id,
-                backend=BACKEND,
-            )
-        return llama
 
     def _row(self, model: StoredModel) -> ModelInfo:
         manifest = model.manifest
@@ -522,17 +521,3 @@ def _is_file(path: Path) -> bool:
         return path.is_file()
     except OSError:
         return False
-
-
-def _load_failure(exc: Exception, errors: list[str]) -> str:
-    """Why llama.cpp could not load a model: the reason it logged, else the exception."""
-    marker = "error loading model: "
-    reasons = [line.split(marker, 1)[1] for line in errors if marker in line]
-    if not reasons:
-        return str(exc)
-    reason = f"llama.cpp: {reasons[0]}"
-    if "unknown model architecture" in reasons[0]:
-        from llama_cpp import __version__
-
-        reason += f" (llama-cpp-python {__version__} does not support it; a newer one may)"
-    return reason

@@ -10,7 +10,8 @@ runs on one small timer thread that sleeps until the next deadline; it is also c
 access.
 
 The cache itself is backend-agnostic: it stores whatever ``load`` returns and calls its
-``close()``.
+``close()``; a model whose ``alive`` attribute turns False (a runner process that died) is
+dropped on the next access, so that the next request loads it again.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ class ModelCache:
 
     def is_loaded(self, model_id: str) -> bool:
         with self._cond:
-            return model_id in self._entries
+            entry = self._entries.get(model_id)
+            return entry is not None and getattr(entry.model, "alive", True)
 
     def snapshot(self) -> list[LoadedEntry]:
         """The loaded models, least recently used first."""
@@ -269,13 +271,14 @@ class ModelCache:
         return [e for e in entries if e.leases == 0]
 
     def _expire_locked(self) -> list[Entry]:
-        if self.keep_alive <= 0:
-            return []
+        """Drop the entries idle for ``keep_alive`` and those whose model died (a runner that
+        crashed or was stopped: its ``alive`` is False)."""
         now = self._clock()
         expired = [
             e
             for e in self._entries.values()
-            if e.leases == 0 and now - e.last_used >= self.keep_alive
+            if not getattr(e.model, "alive", True)
+            or (self.keep_alive > 0 and e.leases == 0 and now - e.last_used >= self.keep_alive)
         ]
         for entry in expired:
             del self._entries[entry.model_id]

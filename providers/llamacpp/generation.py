@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import GenerationError, InvalidRequest, LLMSpellError
@@ -162,27 +162,18 @@ def completion_prompt(prompt: str) -> PromptBuilder:
 # The token loop --------------------------------------------------------------------------------
 
 
-def generate(
-    model_id: str,
-    llama: Llama,
-    prompt: PromptBuilder,
-    options: GenerationOptions,
-    load_seconds: float,
-    cancel: threading.Event | None,
-    queue_seconds: float = 0.0,
-) -> Generator[Chunk, None, None]:
-    """Build the prompt with ``llama`` and stream its continuation; the caller holds the model
-    for the whole stream. ``load_seconds`` is what loading it took and ``queue_seconds`` how
-    long the request waited for it, for the metrics."""
+def build_prompt(
+    model_id: str, llama: Llama, prompt: PromptBuilder, options: GenerationOptions
+) -> Prompt:
+    """The prompt's tokens, built with ``llama`` (its template rendered, its text tokenized)."""
     try:
-        built = prompt(llama, options)
+        return prompt(llama, options)
     except LLMSpellError:
         raise
     except Exception as exc:
         raise GenerationError(
             f"{model_id}: cannot build the prompt: {exc}", model=model_id, backend=BACKEND
         ) from exc
-    yield from _run(model_id, llama, built, options, load_seconds, cancel, queue_seconds)
 
 
 def repeated_tail(text: str) -> str | None:
@@ -224,15 +215,18 @@ class _TokenObserver:
         return 0 if self.first_at is None else self.seen - self.prompt_tokens + 1
 
 
-def _run(
+def stream_prompt(
     model_id: str,
     llama: Llama,
     prompt: Prompt,
     options: GenerationOptions,
     load_seconds: float,
     cancel: threading.Event | None,
-    queue_seconds: float,
-) -> Iterator[Chunk]:
+    queue_seconds: float = 0.0,
+) -> Generator[Chunk, None, None]:
+    """Stream the continuation of ``prompt`` (see :func:`build_prompt`); the caller holds the
+    model for the whole stream. ``load_seconds`` is what loading it took and ``queue_seconds``
+    how long the request waited for it, for the metrics."""
     from llama_cpp import StoppingCriteriaList
 
     tokens, stops, stop_ids = prompt.tokens, prompt.stops, prompt.stop_ids

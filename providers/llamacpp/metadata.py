@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from .gguf_header import read_header
-from .hparams import problem
+from .hparams import TOKENS, problem
 
 _CACHE_SIZE = 64
 _QUANT_IN_NAME = re.compile(
@@ -94,6 +94,8 @@ class GGUFMetadata:
     """Every scalar key of the header, as llama.cpp renders it (arrays are left out)."""
     problem: str | None = None
     """Why llama.cpp must not load the file (:func:`.hparams.problem`), or None."""
+    vocab_size: int | None = None
+    """How many tokens the vocabulary has."""
 
     def check_loadable(self, where: Path | str) -> None:
         """:class:`ModelLoadError` naming ``where`` when llama.cpp must not load the file."""
@@ -137,7 +139,9 @@ def read_metadata(path: Path) -> GGUFMetadata:
     metadata = parse_metadata(
         header.values, file_name=path.name, parameter_count=header.parameter_count
     )
-    metadata = dataclasses.replace(metadata, problem=problem(header))
+    metadata = dataclasses.replace(
+        metadata, problem=problem(header), vocab_size=header.array_lengths.get(TOKENS)
+    )
     with _lock:
         _cache[key] = metadata
         while len(_cache) > _CACHE_SIZE:

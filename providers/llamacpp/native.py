@@ -27,9 +27,6 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("providers.llamacpp.native")
-# A library logs, the application decides where it goes: without a handler here, Python's
-# "last resort" handler would print native warnings to stderr.
-logging.getLogger("providers.llamacpp").addHandler(logging.NullHandler())
 
 # enum ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the last line).
 # (llama-cpp-python's own _logger.py still uses an older numbering.)
