@@ -5,8 +5,10 @@ The llmspell path is the whole trip: ``LLMSpellClient.model_request("generate", 
 → a kernel process (``llmspell kernel start --daemon``'s) → ``LlamaCppBackend.complete`` →
 IOPub ``model_stream`` messages → the client's ``on_stream`` callback, timed in this process.
 The raw path is what the backend does underneath, in this process: the same GGUF loaded by
-``llama_cpp.Llama`` with the same ``n_ctx``/``n_threads``, the prompt tokenized the same way
-and ``create_completion(stream=True)`` with the same greedy sampling and ``max_tokens``.
+``llama_cpp.Llama`` with the same ``n_ctx``/``n_threads``/``n_batch``/``last_n_tokens_size`` as a
+model runner, the prompt tokenized the same way and ``create_completion(stream=True)`` with the
+same greedy sampling (the backend's defaults for top_k, top_p, repeat_penalty) and
+``max_tokens``.
 
 Rounds interleave (raw then kernel, kernel then raw, ...) with one prompt per round used by
 both, so background load and llama.cpp's prompt cache hit both alike. Per round:
@@ -85,10 +87,16 @@ class Sample:
 
 def raw_generate(llama: Any, prompt: str, max_tokens: int) -> Sample:
     # What LlamaCppBackend.complete → _run does, minus llmspell: same tokenization, same call.
+    from providers.llamacpp.generation import SAMPLING_DEFAULTS, _sampling
+    from providers.options import GenerationOptions, with_defaults
+
     sample = Sample()
     tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    # The backend's sampling: greedy, with its defaults for what a request leaves unset
+    # (top_k, top_p, repeat_penalty: they cost time even when greedy).
+    options = with_defaults(GenerationOptions(temperature=0.0), SAMPLING_DEFAULTS)
     stream = llama.create_completion(
-        prompt=tokens, stream=True, max_tokens=max_tokens, stop=[], temperature=0.0
+        prompt=tokens, stream=True, max_tokens=max_tokens, stop=[], **_sampling(options)
     )
     try:
         for part in stream:
@@ -142,13 +150,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         prepare_llama_cpp()
         from llama_cpp import Llama
 
+        from providers.llamacpp.generation import REPEAT_LAST_N, REUSE_BATCH
+
         started = time.perf_counter()
-        llama = Llama(
+        llama = Llama(  # as a runner loads it
             model_path=str(ws.model),
             n_ctx=n_ctx,
             n_threads=n_threads,
             n_threads_batch=n_threads,
             n_gpu_layers=-1,
+            last_n_tokens_size=REPEAT_LAST_N,
+            n_batch=REUSE_BATCH,
             verbose=False,
         )
         raw_load = time.perf_counter() - started

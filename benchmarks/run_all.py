@@ -18,6 +18,7 @@ SCRIPTS = (
     "roundtrip",
     "generation",
     "conversations",
+    "runner",
     "ollama",
     "openai",
     "pull",
