@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from jupyter_client.connect import find_connection_file
 from jupyter_core.paths import jupyter_runtime_dir
@@ -76,11 +77,18 @@ def kill_during(
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         assert under_way.wait(60), f"the request never got under way: {outcome}"
+        children = psutil.Process(record.pid).children(recursive=True)
+        runners = [c for c in children if "runner_process" in " ".join(c.cmdline())]
         os.kill(record.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         thread.join(REPORT_BOUND + 10)
         reported_after = time.monotonic() - killed_at
         assert not thread.is_alive(), "the client hangs on a dead kernel"
+        # Nothing goes on working for the dead kernel: a runner ends when its socket closes.
+        _, left = psutil.wait_procs(children, timeout=REPORT_BOUND)
+        assert not left, f"still running after the kernel died: {left}"
+        if request.__name__ == "generate":
+            assert runners, "the generation's model runner was not found"
         # Asking again after the death: reported too, not a hang.
         started = time.monotonic()
         with pytest.raises(KernelConnectionError, match="died"):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
 
 import pytest
 
 from llmspell_kernel.client import LLMSpellClient
 from providers.errors import GenerationError
+from providers.options import generation_options
 from tests.kernel_fixtures import (
     GEMMA_ID,
     KernelProcess,
@@ -29,12 +29,6 @@ __all__ = ["gemma_client", "gemma_kernel", "gemma_store"]
 pytestmark = pytest.mark.model
 
 HANG = 120.0  # seconds: only catches a hang
-
-
-def _options(**values: Any) -> Any:
-    from providers.options import generation_options
-
-    return generation_options(values, what="test")
 
 
 def test_a_runner_killed_mid_generation_is_an_error_reply_and_the_kernel_lives_on(
@@ -64,7 +58,7 @@ def test_a_runner_killed_mid_generation_is_an_error_reply_and_the_kernel_lives_o
     result = client.generate(
         GEMMA_ID,
         prompt="The capital of France is",
-        options=_options(max_tokens=8, temperature=0.0),
+        options=generation_options({"max_tokens": 8, "temperature": 0.0}, what="test"),
         timeout=HANG,
     )
     assert result.text.strip()

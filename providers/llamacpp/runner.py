@@ -134,7 +134,7 @@ class Runner:
             target=self._read_logs, name=f"llmspell-runner-log-{self.pid}", daemon=True
         )
         self._log_thread.start()
-        self.load_seconds = self._load(load)
+        self._load(load)
 
     # State --------------------------------------------------------------------------------
 
@@ -145,7 +145,7 @@ class Runner:
 
     # Loading ------------------------------------------------------------------------------
 
-    def _load(self, load: Load) -> float:
+    def _load(self, load: Load) -> None:
         inbox = self._open(None)
         try:
             self._send(load)
@@ -166,7 +166,7 @@ class Runner:
                     continue
                 if isinstance(message, Loaded):
                     self.n_ctx = message.n_ctx
-                    return message.seconds
+                    return
                 if isinstance(message, Failed):
                     raise message.error
                 raise self._crash(ModelLoadError, "while loading it")
