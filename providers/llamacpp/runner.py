@@ -309,7 +309,9 @@ class Runner:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
-        with self._read_lock:  # (a reader polls for at most POLL_SECONDS)
+        # Not while another thread writes or reads it (a closed descriptor's number can be
+        # reused at once); a reader polls for at most POLL_SECONDS.
+        with self._send_lock, self._read_lock:
             self._connection.close()
             self._mark_dead()
         if self._log_thread is not threading.current_thread():
