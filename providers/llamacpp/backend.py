@@ -17,7 +17,6 @@ once and leaves the model ready for the next one.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import importlib.util
 import logging
@@ -217,7 +216,7 @@ class LlamaCppBackend:
     def _probe(self, source: Path, model_id: str) -> None:
         """Load ``source`` once in a runner (with the smallest context): a file llama.cpp
         cannot load, or whose weights compute nothing, is refused naming the user's file."""
-        load = dataclasses.replace(self._load_settings(model_id, source, MIN_CONTEXT), stored=False)
+        load = self._load_settings(model_id, source, MIN_CONTEXT, stored=False)
         try:
             Runner(load, self.bounds).close()
         except LLMSpellError as exc:
@@ -476,7 +475,7 @@ class LlamaCppBackend:
         check_fits(model.id, metadata, model.manifest.size, n_ctx)
         return Runner(self._load_settings(model.id, model.path, n_ctx), self.bounds)
 
-    def _load_settings(self, model_id: str, path: Path, n_ctx: int) -> Load:
+    def _load_settings(self, model_id: str, path: Path, n_ctx: int, *, stored: bool = True) -> Load:
         return Load(
             model_id=model_id,
             path=path,
@@ -485,6 +484,7 @@ class LlamaCppBackend:
             n_gpu_layers=self.options.n_gpu_layers,
             conversation_cache_bytes=self.options.conversation_cache_bytes,
             reproducible=self.options.reproducible,
+            stored=stored,
         )
 
     def _row(self, model: StoredModel) -> ModelInfo:

@@ -219,7 +219,7 @@ class ModelCache:
     def is_loaded(self, model_id: str) -> bool:
         with self._cond:
             entry = self._entries.get(model_id)
-            return entry is not None and getattr(entry.model, "alive", True)
+            return entry is not None and _alive(entry)
 
     def snapshot(self) -> list[LoadedEntry]:
         """The loaded models, least recently used first."""
@@ -277,7 +277,7 @@ class ModelCache:
         expired = [
             e
             for e in self._entries.values()
-            if not getattr(e.model, "alive", True)
+            if not _alive(e)
             or (self.keep_alive > 0 and e.leases == 0 and now - e.last_used >= self.keep_alive)
         ]
         for entry in expired:
@@ -319,3 +319,9 @@ class ModelCache:
                 log.debug("freed model %s", entry.model_id)
             except Exception:  # freeing one model must not stop freeing the others
                 log.exception("closing model %s failed", entry.model_id)
+
+
+def _alive(entry: Entry) -> bool:
+    """False for a model whose process died (a runner's ``alive``); models without the
+    attribute live as long as they are loaded."""
+    return bool(getattr(entry.model, "alive", True))

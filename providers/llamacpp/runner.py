@@ -34,6 +34,7 @@ from typing import IO
 
 from ..errors import Cancelled, GenerationError, LLMSpellError, ModelLoadError
 from ..types import Chunk, GenerationOptions
+from .conversations import StateCache
 from .ids import BACKEND
 from .runner_messages import (
     WINDOW,
@@ -98,13 +99,8 @@ class Runner:
         self._dead = False
         self._stopping = False
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
-        if load.conversation_cache_bytes > 0:
-            self.conversation_cache = {
-                "states": 0,
-                "bytes": 0,
-                "capacity_bytes": load.conversation_cache_bytes,
-                "hits": 0,
-            }
+        if load.conversation_cache_bytes > 0:  # what the runner's empty cache describes
+            self.conversation_cache = StateCache(load.conversation_cache_bytes).describe()
         ours, theirs = socket.socketpair()
         log_read, log_write = os.pipe()
         try:

@@ -87,7 +87,7 @@ class Stop:
 @dataclass(frozen=True)
 class Loaded:
     n_ctx: int
-    seconds: float
+    """The context size llama.cpp made."""
 
 
 @dataclass(frozen=True)

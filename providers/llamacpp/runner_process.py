@@ -148,10 +148,7 @@ class Server:
         """Until :class:`Stop` or the kernel's end of the socket closes."""
         waiting: ToRunner | None = None
         while True:
-            try:
-                message = waiting if waiting is not None else self.connection.recv()
-            except (EOFError, OSError):
-                return
+            message = waiting if waiting is not None else self._receive()
             waiting = None
             if isinstance(message, Stop):
                 return
@@ -217,6 +214,7 @@ class Server:
         return None
 
     def _receive(self) -> ToRunner:
+        """The kernel's next message; :class:`Stop` once its end of the socket closes."""
         try:
             message: ToRunner = self.connection.recv()
         except (EOFError, OSError):
@@ -241,13 +239,12 @@ def main(argv: list[str]) -> int:
     except (EOFError, OSError):
         return 0
     assert isinstance(load, Load)
-    started = time.perf_counter()
     try:
         llama = load_llama(load)
     except LLMSpellError as exc:
         connection.send(Failed(None, exc))
         return 0
-    connection.send(Loaded(int(llama.n_ctx()), time.perf_counter() - started))
+    connection.send(Loaded(int(llama.n_ctx())))
     try:
         Server(connection, load.model_id, llama).serve()
     except OSError:  # the kernel's end closed while the runner wrote to it
