@@ -11,6 +11,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -154,6 +155,45 @@ def options_from_flags(flags: dict[str, Any]) -> GenerationOptions:
             _check({name: value}, hints[name])
             values[name] = value
     return _check(values, "options")
+
+
+def with_output_format(
+    options: GenerationOptions, output_format: str | None, schema: str | None
+) -> GenerationOptions:
+    """``options`` with the ``format`` that ``--format json`` or ``--schema JSON_OR_FILE`` (inline
+    JSON, else a file of it) asks for; a usage error naming the flag when it is wrong."""
+    if output_format is not None and schema is not None:
+        raise typer.BadParameter("give --format json or --schema, not both", param_hint="--schema")
+    if output_format is not None:
+        if output_format != "json":
+            raise typer.BadParameter(
+                f"the only format is 'json', not {output_format!r} (--schema for a JSON Schema)",
+                param_hint="--format",
+            )
+        value: Any = "json"
+    elif schema is not None:
+        value = _schema(schema)
+    else:
+        return options
+    hint = "--format" if schema is None else "--schema"
+    return _check({**options.to_dict(), "format": value}, hint)
+
+
+def _schema(text: str) -> Any:
+    """``--schema``'s value: inline JSON, or the JSON in the file it names."""
+    if not text.lstrip().startswith(("{", "[")):
+        path = Path(text).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"{text!r} is neither inline JSON nor a readable file ({exc.strerror})",
+                param_hint="--schema",
+            ) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--schema") from None
 
 
 def _check(values: dict[str, Any], hint: str) -> GenerationOptions:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from providers import Cancelled, GenerationOptions, InvalidRequest, Message, Metrics
@@ -18,6 +19,7 @@ from .commands import generation
 from .conversation_log import ConversationLog, new_conversation_id
 from .local_llm import LocalLLM
 from .protocol.requests import GenerateRequest, validate
+from .schemas import output_format, read_answer
 
 NO_MODEL_HINT = "pass Agent(model=...) or LocalLLM.set_default_model(...)"
 
@@ -34,7 +36,8 @@ class Agent:
     conversation longer than the context goes on without its oldest turns, and
     ``last_metrics["dropped_messages"]`` says how many; ``error`` refuses it).
 
-    - ``complete(text)``: one answer to ``text`` alone (system prompt, no history);
+    - ``complete(text, schema=None)``: one answer to ``text`` alone (system prompt, no
+      history); with a ``schema``, the JSON answer parsed (see :meth:`complete`);
     - ``chat(text)``: the next turn of the conversation, remembered in ``history``;
     - ``stream(text)``: like ``chat``, yielding the text as it is generated;
     - ``reset()`` forgets the conversation; ``last_metrics`` describes the last generation;
@@ -105,14 +108,23 @@ class Agent:
         self._turns.clear()
         self.conversation_id = new_conversation_id()
 
-    def complete(self, text: str) -> str:
-        """One answer to ``text`` with the system prompt but without the conversation."""
+    def complete(self, text: str, schema: Any = None) -> Any:
+        """One answer to ``text`` with the system prompt but without the conversation.
+
+        With ``schema`` (a JSON Schema dict, ``"json"``, or a pydantic model class) the answer
+        is JSON that satisfies it, returned parsed (an instance of the class for a pydantic
+        model); an answer that cannot be completed within ``max_tokens`` raises."""
         user = Message("user", _user_text(text, "complete"))
-        pieces = self._generate([*self._system(), user], new_conversation_id())
+        options, reader = self.options, None
+        if schema is not None:
+            output, reader = output_format(schema, "Agent.complete")
+            options = replace(options, format=output)
+        pieces = self._generate([*self._system(), user], new_conversation_id(), options)
         try:
-            return "".join(pieces)
+            answer = "".join(pieces)
         finally:
             pieces.close()
+        return answer if reader is None else read_answer(answer, reader)
 
     def chat(self, text: str) -> str:
         """The model's answer to ``text`` as the next turn; both are added to ``history``."""
@@ -137,12 +149,20 @@ class Agent:
         return [Message("system", self.system_prompt)] if self.system_prompt else []
 
     def _generate(
-        self, messages: Sequence[Message], conversation: str
+        self,
+        messages: Sequence[Message],
+        conversation: str,
+        options: GenerationOptions | None = None,
     ) -> Generator[str, None, None]:
-        """The kernel's own ``generate`` handler, run here: yields the pieces, keeps the
-        metrics when the generation ends, and logs the answer under ``conversation``."""
+        """The kernel's own ``generate`` handler, run here (with ``options``, else the
+        Agent's): yields the pieces, keeps the metrics when the generation ends, and logs the
+        answer under ``conversation``."""
         self._last_metrics = None
-        fields = {"model": self.model, "messages": list(messages), "options": self.options}
+        fields = {
+            "model": self.model,
+            "messages": list(messages),
+            "options": options or self.options,
+        }
         request = validate(GenerateRequest, fields)
         _, pieces = generation(self._llm_bound.manager, request)
         try:

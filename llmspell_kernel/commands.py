@@ -20,6 +20,7 @@ from typing import Any
 
 from providers.errors import Cancelled
 from providers.manager import ProviderManager
+from providers.structured import checked
 from providers.types import Metrics, Progress, ProgressCallback
 
 from .protocol.requests import (
@@ -208,6 +209,7 @@ def generation(
         else:
             assert request.prompt is not None  # the request's validator saw to it
             chunks = backend.complete(spec, request.prompt, options, cancel=flag)
+        chunks = checked(chunks, options, model)  # a format answer is checked before the end
         parts: list[str] = []
         metrics: Metrics | None = None
         waiting = False

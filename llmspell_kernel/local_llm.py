@@ -12,15 +12,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from providers import InvalidRequest, Progress, ProviderManager, parse_spec
+from providers import InvalidRequest, Message, Progress, ProviderManager, parse_spec
+from providers.options import generation_options
 from providers.types import ProgressCallback
 
 from .commands import run_local
 from .protocol.requests import (
     AvailableRequest,
+    GenerateRequest,
     ImportRequest,
     InfoRequest,
     ListRequest,
@@ -34,6 +37,7 @@ from .protocol.requests import (
     validate,
 )
 from .protocol.results import Result
+from .schemas import output_format, read_answer
 
 R = TypeVar("R", bound=Request)
 
@@ -41,6 +45,8 @@ PROGRESS_INTERVAL = 0.25
 """Seconds between two progress updates of the same phase (a few per second, not thousands)."""
 
 _FINAL_PHASES = ("verifying", "done")
+
+NO_MODEL_HINT = "pass model=... or LocalLLM.set_default_model(...)"
 
 Row = dict[str, Any]
 Rows = list[Row]
@@ -133,6 +139,23 @@ class LocalLLM:
         """Models held in memory."""
         models: Rows = self.run(PsRequest, {}).content()["models"]
         return models
+
+    # Structured output ------------------------------------------------------------------------
+
+    def extract(self, text: str, schema: Any, model: str | None = None, **options: Any) -> Any:
+        """What ``text`` asks of the model (e.g. "The people in this text: ..."), answered as
+        JSON that satisfies ``schema`` (a JSON Schema dict, ``"json"``, or a pydantic model
+        class) and returned parsed (an instance of the class for a pydantic model). ``options``
+        are generation options (``temperature=0``, ``max_tokens``...)."""
+        output, reader = output_format(schema, "LocalLLM.extract")
+        checked = generation_options(options, what="LocalLLM.extract")
+        fields = {
+            "model": self.require_model(model, NO_MODEL_HINT),
+            "messages": [Message("user", text)],
+            "options": replace(checked, format=output),
+        }
+        result = self.run(GenerateRequest, fields)
+        return read_answer(result.content()["text"], reader)
 
     # Changes ----------------------------------------------------------------------------------
 

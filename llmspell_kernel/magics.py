@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -18,15 +19,18 @@ from providers.options import generation_options
 from .commands import generation
 from .local_llm import LocalLLM
 from .protocol.requests import GenerateRequest, validate
+from .schemas import output_format, read_answer
 
 USAGE = """\
-%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] PROMPT
-%%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T]
+%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] [--schema S] PROMPT
+%%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] [--schema S]
 PROMPT (the cell body)
 
 Generates an answer with a local model and prints it as it is produced. Without -m the default
-model is used (LocalLLM.set_default_model(...) or $LLMSPELL_MODEL). Quote values with spaces;
-put -- before a prompt that starts with '-'."""
+model is used (LocalLLM.set_default_model(...) or $LLMSPELL_MODEL). With --schema (inline JSON
+Schema, 'json', or the name of a variable holding a schema dict or a pydantic model class) the
+answer is JSON that satisfies it, and the cell's value is the answer parsed. Quote values with
+spaces; put -- before a prompt that starts with '-'."""
 
 NO_MODEL_HINT = "pass %llm -m SPEC or LocalLLM.set_default_model(...)"
 
@@ -36,6 +40,7 @@ _FLAGS = {
     "--system": "system",
     "--max-tokens": "max_tokens",
     "--temperature": "temperature",
+    "--schema": "schema",
 }
 
 
@@ -45,6 +50,7 @@ class MagicArgs:
     system: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    schema: str | None = None
     prompt: str = ""
 
 
@@ -100,7 +106,7 @@ def _take_token(text: str) -> tuple[str, str]:
 
 
 def _set_option(args: MagicArgs, field: str, flag: str, value: str) -> None:
-    if field in ("model", "system"):
+    if field in ("model", "system", "schema"):
         setattr(args, field, value)
         return
     try:
@@ -140,12 +146,16 @@ class LLMMagic:
     def __init__(self, llm: LocalLLM) -> None:
         self._llm = llm
 
-    def __call__(self, line: str, cell: str | None = None) -> None:
+    def __call__(self, line: str, cell: str | None = None) -> Any:
         args = parse_magic(line, cell)
         model = self._llm.require_model(args.model, NO_MODEL_HINT)
         options = generation_options(
             {"max_tokens": args.max_tokens, "temperature": args.temperature}, what="%llm"
         )
+        reader = None
+        if args.schema is not None:
+            output, reader = output_format(_schema_value(args.schema), "%llm --schema")
+            options = replace(options, format=output)
         messages = [Message("user", args.prompt)]
         if args.system:
             messages.insert(0, Message("system", args.system))
@@ -155,12 +165,16 @@ class LLMMagic:
         out = sys.stdout
         ends_with_newline = True
         streamed = 0
+        answer: list[str] = []
         _, pieces = generation(self._llm.manager, request)
         try:
             for piece in pieces:
+                streamed += 1
+                if reader is not None:  # the value, once complete and checked, is the output
+                    answer.append(piece)
+                    continue
                 out.write(piece)
                 out.flush()
-                streamed += 1
                 ends_with_newline = piece.endswith("\n")
         except KeyboardInterrupt:
             # An interrupt (Ctrl-C in `llmspell repl`, a notebook's stop button) lands deep in
@@ -176,6 +190,28 @@ class LLMMagic:
             if not ends_with_newline:
                 out.write("\n")
                 out.flush()
+        return None if reader is None else read_answer("".join(answer), reader)
+
+
+def _schema_value(text: str) -> Any:
+    """``--schema``'s value: ``json``, inline JSON, or the name of a variable of the user's
+    namespace (a schema dict or a pydantic model class)."""
+    if text == "json":
+        return text
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"%llm --schema: not valid JSON: {exc}") from None
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    namespace = shell.user_ns if shell is not None else {}
+    if text not in namespace:
+        raise UsageError(
+            f"%llm --schema: {text!r} is neither inline JSON nor a variable of the notebook"
+        )
+    return namespace[text]
 
 
 LLMMagic.__call__.__doc__ = USAGE

@@ -22,6 +22,7 @@ from .errors import (
 )
 from .options import with_defaults
 from .spec import ModelSpec, normalize_backend, parse_spec
+from .structured import checked
 from .types import (
     AvailableModel,
     BackendHealth,
@@ -364,7 +365,9 @@ class ProviderManager:
         cancel: threading.Event | None = None,
     ) -> ChunkStream:
         backend, parsed = self.resolve(spec)
-        return backend.chat(parsed, messages, self.generation_options(options), cancel=cancel)
+        options = self.generation_options(options)
+        stream = backend.chat(parsed, messages, options, cancel=cancel)
+        return checked(stream, options, str(parsed))
 
     def complete(
         self,
@@ -375,7 +378,9 @@ class ProviderManager:
         cancel: threading.Event | None = None,
     ) -> ChunkStream:
         backend, parsed = self.resolve(spec)
-        return backend.complete(parsed, prompt, self.generation_options(options), cancel=cancel)
+        options = self.generation_options(options)
+        stream = backend.complete(parsed, prompt, options, cancel=cancel)
+        return checked(stream, options, str(parsed))
 
     def generation_options(self, options: GenerationOptions | None) -> GenerationOptions:
         """A request's options completed from the config's ``[generation]`` table (what the

@@ -25,6 +25,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
 from .errors import InvalidRequest
+from .structured import OutputFormat, check_format
 from .validation import invalid_request
 
 Role = Literal["system", "user", "assistant"]
@@ -75,6 +76,17 @@ class GenerationOptions:
     ``generate`` request) refuses it; ``truncate`` (the default of ``Agent`` and ``llmspell
     chat``) leaves out its oldest turns after the system prompt, and ``dropped_messages`` in
     the metrics says how many (llamacpp; Ollama truncates on its own side)."""
+    format: OutputFormat | None = None
+    """Structured output: ``"json"`` (the answer is a JSON object) or a JSON Schema (an
+    object) the answer satisfies; the answer is checked before the reply (see
+    :mod:`providers.structured`)."""
+
+    @field_validator(
+        "format", mode="plain", json_schema_input_type=Literal["json"] | dict[str, Any] | None
+    )
+    @classmethod
+    def _output_format(cls, value: Any) -> OutputFormat | None:
+        return None if value is None else check_format(value)
 
     @field_validator("stop", mode="before")
     @classmethod

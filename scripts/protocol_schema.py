@@ -61,6 +61,8 @@ def type_text(prop: Json, defs: Json) -> str:
         return " or ".join(kinds)
     if "enum" in prop:
         return " or ".join(json.dumps(value) for value in prop["enum"])
+    if "const" in prop:
+        return json.dumps(prop["const"])
     kind = prop.get("type")
     if kind == "array":
         return f"[{type_text(prop.get('items', {}), defs)}]"

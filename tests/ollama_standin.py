@@ -147,8 +147,11 @@ class Runner(Protocol):
 
     def chat_prompt(self, messages: list[Json]) -> str: ...
 
-    def generate(self, prompt: str, options: Json, emit: Callable[[str], None]) -> Json:
-        """Generate from ``prompt`` calling ``emit`` per piece; returns Ollama's final stats."""
+    def generate(
+        self, prompt: str, options: Json, emit: Callable[[str], None], output: Any = None
+    ) -> Json:
+        """Generate from ``prompt`` calling ``emit`` per piece; returns Ollama's final stats.
+        ``output`` is the request's ``format`` (``"json"`` or a JSON Schema), if any."""
         ...
 
 
@@ -165,7 +168,11 @@ class ScriptedRunner:
     def chat_prompt(self, messages: list[Json]) -> str:
         return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in messages)
 
-    def generate(self, prompt: str, options: Json, emit: Callable[[str], None]) -> Json:
+    def generate(
+        self, prompt: str, options: Json, emit: Callable[[str], None], output: Any = None
+    ) -> Json:
+        """``output`` is ignored: the answer is :attr:`ANSWER` (prose, never JSON), as an
+        unconstrained model's may be."""
         started = time.perf_counter_ns()
         limit = int(options.get("num_predict") or DEFAULT_NUM_PREDICT)
         limit = DEFAULT_NUM_PREDICT if limit < 0 else limit
@@ -234,8 +241,12 @@ class GemmaRunner:
 
         return str(format_gemma(messages=messages).prompt)
 
-    def generate(self, prompt: str, options: Json, emit: Callable[[str], None]) -> Json:
-        """Generate from ``prompt`` calling ``emit`` per piece; returns Ollama's final stats."""
+    def generate(
+        self, prompt: str, options: Json, emit: Callable[[str], None], output: Any = None
+    ) -> Json:
+        """Generate from ``prompt`` calling ``emit`` per piece; returns Ollama's final stats.
+        A ``format`` (``output``) constrains the answer as Ollama's grammar does (here with
+        llmspell's own llguidance constraint)."""
         with self._lock:
             started = time.perf_counter_ns()
             load_ns = self._ensure_loaded()
@@ -254,6 +265,13 @@ class GemmaRunner:
                 limit = DEFAULT_NUM_PREDICT
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             text, count, first_ns, reason = "", 0, None, "length"
+            processors = None
+            if output is not None:
+                from llama_cpp import LogitsProcessorList
+
+                from providers.llamacpp.grammar import Constraint
+
+                processors = LogitsProcessorList([Constraint("standin", llm, output, len(tokens))])
             generator = llm.generate(
                 tokens,
                 temp=float(options.get("temperature", 0.8)),
@@ -262,6 +280,7 @@ class GemmaRunner:
                 min_p=float(options.get("min_p", 0.0)),
                 repeat_penalty=float(options.get("repeat_penalty", 1.1)),
                 reset=True,
+                logits_processor=processors,
             )
             try:
                 for token in generator:
@@ -685,14 +704,16 @@ class _Handler(BaseHTTPRequestHandler):
 
         if body.get("stream", True):
             self._start_stream()
-            stats = runner.generate(prompt, options, lambda text: self._line(piece_line(text)))
+            stats = runner.generate(
+                prompt, options, lambda text: self._line(piece_line(text)), body.get("format")
+            )
             final = {**piece_line(""), "done": True, **stats}
             self._settle(model.name, keep, final)
             self._line(final)
             self._end_stream()
         else:
             pieces: list[str] = []
-            stats = runner.generate(prompt, options, pieces.append)
+            stats = runner.generate(prompt, options, pieces.append, body.get("format"))
             final = {**piece_line("".join(pieces)), "done": True, **stats}
             self._settle(model.name, keep, final)
             self._json(200, final)

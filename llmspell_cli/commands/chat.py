@@ -18,7 +18,7 @@ import typer
 from providers.errors import LLMSpellError
 
 from ..context import CliState, state
-from ..generation_flags import with_generation_flags
+from ..generation_flags import with_generation_flags, with_output_format
 from ..signals import Terminated
 
 if TYPE_CHECKING:
@@ -56,10 +56,11 @@ def _generate(
     options: GenerationOptions,
     *,
     on_stream: Callable[[str], None] | None = None,
+    stream: bool = True,
 ) -> GenerateResult:
     """One generation (a chat turn, or a raw completion when given a string); streamed to
-    stdout in text mode, whole in JSON mode."""
-    on_text = None if cli.json_mode else (on_stream or cli.output.write)
+    stdout in text mode (unless not ``stream``), whole in JSON mode."""
+    on_text = None if cli.json_mode or not stream else (on_stream or cli.output.write)
     waiting = _Waiting(cli)
     if isinstance(messages, str):
         return cli.kernel().generate(
@@ -118,11 +119,30 @@ def prompt(
             help="Continue TEXT as plain text, without the chat template (for base models).",
         ),
     ] = False,
+    output_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            metavar="json",
+            help="Answer with one JSON object, printed alone on stdout once it is complete.",
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            "--schema",
+            metavar="JSON_OR_FILE",
+            help="Answer with JSON that satisfies this JSON Schema (inline, or a file), printed"
+            " alone on stdout once it is complete and checked.",
+        ),
+    ] = None,
     no_log: NoLogOption = False,
 ) -> None:
-    """Generate one answer to TEXT, streamed as it is produced."""
+    """Generate one answer to TEXT, streamed as it is produced (with --format or --schema:
+    printed once it is complete and checked)."""
     cli = state(ctx)
     cli.no_log = no_log
+    options = with_output_format(options, output_format, schema)
     model = cli.model(model)
     if text == "-":
         text = sys.stdin.read()
@@ -139,12 +159,13 @@ def prompt(
         _base_model_notice(cli, model)
         request = [Message("system", system)] if system else []
         request.append(Message("user", text))
-    result = _generate(cli, model, request, options)
+    structured = options.format is not None
+    result = _generate(cli, model, request, options, stream=not structured)
     _log_answer(cli, _ChatLog(cli, "prompt"), result, options, request)
     if cli.json_mode:
         cli.output.document(result.content())
         return
-    cli.output.write("\n")
+    cli.output.write(result.text.strip() + "\n" if structured else "\n")
     if stats:
         cli.output.note(metrics_line(result.metrics))
 

@@ -8,7 +8,7 @@ from .replies import error_reply, ok_reply, wire_safe
 from .requests import REQUESTS, Request, command_of, parse_request, validate
 from .results import RESULTS, Result
 
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 """1.1 added ``cancel`` and ``lease``, and ``ps`` ``requests``; every 1.0 request means what it
 meant."""
 REQUEST_TYPE = "model_request"

@@ -227,7 +227,7 @@ def stream_prompt(
     """Stream the continuation of ``prompt`` (see :func:`build_prompt`); the caller holds the
     model for the whole stream. ``load_seconds`` is what loading it took and ``queue_seconds``
     how long the request waited for it, for the metrics."""
-    from llama_cpp import StoppingCriteriaList
+    from llama_cpp import LogitsProcessorList, StoppingCriteriaList
 
     tokens, stops, stop_ids = prompt.tokens, prompt.stops, prompt.stop_ids
     context = llama.n_ctx()
@@ -247,6 +247,11 @@ def stream_prompt(
     criteria: list[Callable[[Any, Any], bool]] = [observer]
     if stop_ids:
         criteria.append(lambda ids, _logits: len(ids) > len(tokens) and int(ids[-1]) in stop_ids)
+    constraint = None
+    if options.format is not None:
+        from .grammar import Constraint
+
+        constraint = LogitsProcessorList([Constraint(model_id, llama, options.format, len(tokens))])
     started = time.perf_counter()
     prepare_context(llama, tokens)
     finish: str | None = None
@@ -257,6 +262,7 @@ def stream_prompt(
             max_tokens=options.max_tokens,
             stop=[*options.stop, *stops],
             stopping_criteria=StoppingCriteriaList(criteria),
+            logits_processor=constraint,
             **_sampling(options),
         )
     except ValueError as exc:
@@ -271,7 +277,7 @@ def stream_prompt(
                 yield Chunk(text=choice["text"])
                 tail = (tail + choice["text"])[-REPEAT_MAX * REPEATS :]
                 unchecked += len(choice["text"])
-                if unchecked >= REPEAT_CHECK_EVERY:
+                if unchecked >= REPEAT_CHECK_EVERY and constraint is None:
                     unchecked = 0
                     if repeated_tail(tail) is not None:
                         finish = "repetition"

@@ -324,6 +324,8 @@ class OllamaBackend:
 
     def _generation_body(self, name: str, options: GenerationOptions) -> Json:
         body: Json = {"model": name, "stream": True, "options": ollama_options(options)}
+        if options.format is not None:
+            body["format"] = options.format  # "json" or a JSON Schema, as Ollama takes them
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
         return body

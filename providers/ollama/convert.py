@@ -14,8 +14,9 @@ Json = dict[str, Any]
 
 # llmspell option → Ollama option (the rest keep their names).
 _RENAMED = {"max_tokens": "num_predict"}
-# Not Ollama's: Ollama fits a long conversation into num_ctx on its own side.
-_NOT_SENT = ("overflow",)
+# Not Ollama options: Ollama fits a long conversation into num_ctx on its own side, and
+# ``format`` is a field of the request beside ``options``.
+_NOT_SENT = ("overflow", "format")
 
 
 def ollama_options(options: GenerationOptions) -> Json:

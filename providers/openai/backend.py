@@ -305,28 +305,39 @@ class OpenAIBackend:
     def _events(
         self, path: str, wanted: str, body: Json, cancel: threading.Event | None
     ) -> Generator[Json, None, None]:
-        """The stream's events, asking for usage where the server takes ``stream_options``."""
+        """The stream's events, asking for usage where the server takes ``stream_options``, and
+        for ``json_schema`` output where it takes it (else ``json_object``)."""
+        sent = convert.with_usage(body) if self._usage else body
         known = self._ids
-        if not self._usage:
-            yield from self._client.stream(path, body, model=wanted, cancel=cancel, known=known)
-            return
-        events = self._client.stream(
-            path, convert.with_usage(body), model=wanted, cancel=cancel, known=known
-        )
-        try:
+        while True:
+            events = self._client.stream(path, sent, model=wanted, cancel=cancel, known=known)
             try:
-                first = next(events)
-            except StopIteration:
+                try:
+                    first = next(events)
+                except StopIteration:
+                    return
+                except GenerationError as exc:
+                    retry = self._without_refused(sent, exc)
+                    if retry is None:
+                        raise
+                    sent = retry
+                    continue
+                yield first
+                yield from events
                 return
-            except GenerationError as exc:
-                if "stream_options" not in exc.message:
-                    raise
-                log.info("%s refuses stream_options: token counts are counted here", self.name)
-                self._usage = False
+            finally:
                 events.close()
-                yield from self._client.stream(path, body, model=wanted, cancel=cancel, known=known)
-                return
-            yield first
-            yield from events
-        finally:
-            events.close()
+
+    def _without_refused(self, body: Json, exc: GenerationError) -> Json | None:
+        """``body`` without what the server refused, by ``exc``'s message (None: nothing to
+        take back; the error stands)."""
+        if "stream_options" in exc.message and "stream_options" in body:
+            log.info("%s refuses stream_options: token counts are counted here", self.name)
+            self._usage = False
+            return {key: value for key, value in body.items() if key != "stream_options"}
+        if "response_format" in exc.message or "json_schema" in exc.message:
+            fallback = convert.json_object_fallback(body)
+            if fallback is not None:
+                log.info("%s refuses json_schema output: asking for json_object", self.name)
+            return fallback
+        return None

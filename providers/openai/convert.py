@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..structured import OutputFormat, schema_of
 from ..types import GenerationOptions, Message, Metrics, ModelInfo
 
 Json = dict[str, Any]
@@ -38,7 +39,31 @@ def request_fields(options: GenerationOptions) -> Json:
             continue
         for field in _FIELDS.get(key, ()):
             body[field] = value
+    if options.format is not None:
+        body["response_format"] = response_format(options.format)
     return body
+
+
+def response_format(output: OutputFormat) -> Json:
+    """OpenAI's ``response_format`` for ``format``: ``json_schema`` with the schema (strict),
+    or ``json_object`` for ``"json"``."""
+    if isinstance(output, str):
+        return {"type": "json_object"}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": output, "strict": True},
+    }
+
+
+def json_object_fallback(body: Json) -> Json | None:
+    """``body`` asking for ``json_object`` (with the schema beside it, which llama-cpp-python's
+    server enforces) instead of ``json_schema``, for a server that refuses the latter; None when
+    ``body`` does not ask for ``json_schema``."""
+    wanted = body.get("response_format")
+    if not isinstance(wanted, dict) or wanted.get("type") != "json_schema":
+        return None
+    schema = schema_of(wanted["json_schema"]["schema"])
+    return {**body, "response_format": {"type": "json_object", "schema": schema}}
 
 
 def completion_body(model: str, prompt: str, options: GenerationOptions) -> Json:
