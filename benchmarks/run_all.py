@@ -19,6 +19,7 @@ SCRIPTS = (
     "generation",
     "conversations",
     "runner",
+    "structured",
     "ollama",
     "openai",
     "pull",

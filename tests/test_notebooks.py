@@ -80,6 +80,16 @@ def test_notebook_executes_without_errors(name: str, env: NotebookEnv) -> None:
         assert len(charts) == 2
         assert all("<rect" in chart["data"]["image/svg+xml"] for chart in charts)
         assert "ollama: available=True" in printed and "llamacpp: available=True" in printed
+    elif name == "local_llm_extraction.ipynb":
+        tables = [
+            o["data"]["text/html"]
+            for c in cells
+            for o in c.outputs
+            if "text/html" in o.get("data", {})
+        ]
+        assert len(tables) == 1 and tables[0].count("<tr>") == 7  # a header and six records
+        assert "6 records, each a Person" in printed and "Person(name=" in printed
+        assert "the JSON answer was cut by max_tokens after 5 tokens" in printed
     elif name == "local_llm_model_info.ipynb":
         assert "chat_template: family:gemma" in printed
         assert "generated_tokens: " in printed
