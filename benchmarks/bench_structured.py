@@ -42,6 +42,14 @@ PROMPT = (
     " its districts include Marais, Montmartre and Belleville.\nThe record as JSON:"
 )
 
+BOUND_SCHEMA = {
+    "type": "object",
+    "properties": {"population": {"type": "integer", "minimum": 0, "maximum": 100000000}},
+    "required": ["population"],
+}
+BOUND_PROMPT = "The city has 1000000000000000 inhabitants. As JSON:"
+"""A greedy answer here shows whether ``maximum`` is enforced (LlamaGrammar's is not)."""
+
 Sample = dict[str, float]
 
 
@@ -149,9 +157,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 sample, text = timed(raw_grammar(grammar_tokens), lambda _: 1)
                 samples["grammar"].append(sample)
                 grammar_answers.append(_checked(text, validator))
+            greedy = GenerationOptions(format=BOUND_SCHEMA, max_tokens=40, temperature=0.0)
+            bound_ours = "".join(c.text for c in backend.complete(spec, BOUND_PROMPT, greedy))
+            bound_grammar = LlamaGrammar.from_json_schema(json.dumps(BOUND_SCHEMA), verbose=False)
+            llama.reset()
+            bound_raw = llama.create_completion(
+                BOUND_PROMPT, max_tokens=40, grammar=bound_grammar, temperature=0.0
+            )["choices"][0]["text"]
         finally:
             backend.close()
             llama.close()
+        bounds = {
+            "llmspell": _checked(bound_ours, Draft202012Validator(BOUND_SCHEMA)),
+            "llamagrammar": _checked(bound_raw, Draft202012Validator(BOUND_SCHEMA)),
+        }
 
     def median(side: str) -> float:
         return statistics.median(s["tokens_per_second"] for s in samples[side])
@@ -178,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "first_format_request_seconds": round(first_request, 3),
         "answers": answers,
         "llamagrammar_answers": grammar_answers,
+        "bounds": bounds,
     }
     report.target(
         "tokens/s, constrained vs unconstrained",
@@ -201,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "a constraint that cost nothing would reach"
         f" {ratio(unconstrained, raw):.1f} x LlamaGrammar here: the unconstrained rate bounds"
         " the second ratio"
+    )
+    report.notes.append(
+        f"maximum 100000000, greedy, text saying 10^15: llmspell {bounds['llmspell']['text']!r}"
+        f" (valid: {bounds['llmspell']['valid']}), LlamaGrammar"
+        f" {bounds['llamagrammar']['text']!r} (valid: {bounds['llamagrammar']['valid']})"
     )
     invalid = [a for a in grammar_answers if not a["valid"]]
     report.notes.append(

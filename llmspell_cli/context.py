@@ -22,6 +22,7 @@ from .output import Output
 if TYPE_CHECKING:
     from llmspell_kernel.client import LLMSpellClient
     from llmspell_kernel.conversation_log import ConversationLog
+    from llmspell_kernel.queries import LocalQueries, Queries
     from providers.config import Config
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class CliState:
     no_log: bool = False
     _client: LLMSpellClient | None = field(default=None, repr=False)
     _config: Config | None = field(default=None, repr=False)
+    _local: LocalQueries | None = field(default=None, repr=False)
 
     @property
     def json_mode(self) -> bool:
@@ -104,7 +106,25 @@ class CliState:
             )
         return client
 
+    def queries(self) -> Queries:
+        """Where the read-only model commands (``list``, ``status``, ``info``, ``available``,
+        ``ps``) go: the kernel with ``--connect`` (or one already started), else the kernel's
+        own handlers in this process, with the config an embedded kernel would load — the same
+        answers, without starting a kernel only to ask it (ipykernel, ZeroMQ and an IPython
+        shell are most of a ``model list``)."""
+        if self.connect is not None or self._client is not None:
+            return self.kernel()
+        if self._local is None:
+            from llmspell_kernel.queries import LocalQueries
+
+            log.debug("answering in this process, without a kernel (config %s)", self.config)
+            self._local = LocalQueries(self.config)
+        return self._local
+
     def close(self) -> None:
+        local, self._local = self._local, None
+        if local is not None:
+            local.close()
         client, self._client = self._client, None
         if client is not None:
             try:

@@ -39,38 +39,29 @@ from providers.types import Progress
 
 from .protocol import PROGRESS_TYPE, REQUEST_TYPE, STREAM_TYPE
 from .protocol.requests import (
-    AvailableRequest,
     CancelRequest,
     CopyRequest,
     GenerateRequest,
     ImportRequest,
-    InfoRequest,
-    ListRequest,
     LoadRequest,
-    PsRequest,
     PullRequest,
     RemoveRequest,
     Request,
-    StatusRequest,
     UnloadRequest,
     validate,
 )
 from .protocol.results import (
-    AvailableResult,
     CancelResult,
     CopyResult,
     GenerateResult,
     ImportResult,
-    InfoResult,
-    ListResult,
     LoadResult,
-    PsResult,
     PullResult,
     RemoveResult,
     Result,
-    StatusResult,
     UnloadResult,
 )
+from .queries import Queries
 from .records import find_kernel as find_kernel  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
@@ -247,7 +238,7 @@ class _Dispatcher(threading.Thread):
                 inbox.put(("reply" if channel in ("shell", "control") else "iopub", msg))
 
 
-class LLMSpellClient:
+class LLMSpellClient(Queries):
     """A connection to one llmspell kernel. Use as a context manager, or call :meth:`close`."""
 
     def __init__(
@@ -396,19 +387,6 @@ class LLMSpellClient:
         )
         return result.model_validate(reply)
 
-    def list(self, backend: str | None = None, *, timeout: float | None = None) -> ListResult:
-        """Installed models of every backend, or of ``backend``."""
-        request = validate(ListRequest, {"backend": backend})
-        return self.send(request, ListResult, timeout=timeout)
-
-    def status(self, backend: str | None = None, *, timeout: float | None = None) -> StatusResult:
-        """Each backend's health."""
-        request = validate(StatusRequest, {"backend": backend})
-        return self.send(request, StatusResult, timeout=timeout)
-
-    def info(self, model: str, *, timeout: float | None = None) -> InfoResult:
-        return self.send(validate(InfoRequest, {"model": model}), InfoResult, timeout=timeout)
-
     def pull(
         self,
         model: str,
@@ -425,16 +403,6 @@ class LLMSpellClient:
 
     def remove(self, model: str, *, timeout: float | None = None) -> RemoveResult:
         return self.send(validate(RemoveRequest, {"model": model}), RemoveResult, timeout=timeout)
-
-    def available(
-        self,
-        backend: str | None = None,
-        *,
-        recommended: bool = False,
-        timeout: float | None = None,
-    ) -> AvailableResult:
-        request = validate(AvailableRequest, {"backend": backend, "recommended": recommended})
-        return self.send(request, AvailableResult, timeout=timeout)
 
     def import_model(
         self,
@@ -466,9 +434,6 @@ class LLMSpellClient:
 
     def unload(self, model: str, *, timeout: float | None = None) -> UnloadResult:
         return self.send(validate(UnloadRequest, {"model": model}), UnloadResult, timeout=timeout)
-
-    def ps(self, *, timeout: float | None = None) -> PsResult:
-        return self.send(validate(PsRequest, {}), PsResult, timeout=timeout)
 
     def cancel(self, request: str | None = None, *, timeout: float = 5.0) -> CancelResult:
         """Cancel one model request by its msg_id (None: every running one) — only that work:

@@ -11,7 +11,7 @@ import pytest
 
 from llmspell_cli import ollama_install
 from llmspell_cli.output import Output, human_size, one_line, short_time, strip_ansi
-from tests.cli_fixtures import invoke, json_of
+from tests.cli_fixtures import invoke, isolated_env, json_of
 
 COMMANDS = ("run", "exec", "repl", "chat", "prompt", "model", "kernel")
 MODEL_COMMANDS = (
@@ -66,6 +66,41 @@ def test_help_and_version_import_no_heavy_module(args: list[str]) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert "LOADED []" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["model", "list"],
+        ["model", "status"],
+        ["model", "ps"],
+        ["model", "available", "--backend", "llamacpp"],
+        ["model", "info", "no-such-model@llamacpp"],
+    ],
+)
+def test_read_only_commands_start_no_kernel_without_connect(
+    args: list[str], tmp_path: Path
+) -> None:
+    """They run the kernel's own handlers in the CLI's process (the answers are the same as a
+    kernel's: test_cli_subprocess compares a listing of both), so no ipykernel, no ZeroMQ."""
+    heavy = ("llama_cpp", "ipykernel", "zmq", "jupyter_client", "IPython")
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['llmspell', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('llmspell_cli', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    print('EXIT', exc.code, file=sys.stderr)\n"
+        f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    env = isolated_env(tmp_path / "home", tmp_path / "models")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert "LOADED []" in done.stderr, done.stderr
+    expected = "EXIT 1" if args[1] == "info" else "EXIT 0"  # a missing model: its error
+    assert expected in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def list_models(
 ) -> None:
     """Installed models of every backend (or of one)."""
     cli = state(ctx)
-    result = cli.kernel().list(backend)
+    result = cli.queries().list(backend)
     if cli.json_mode:
         cli.output.document(result.content())
         return
@@ -162,7 +162,7 @@ def remove(
 def info(ctx: typer.Context, spec: SpecArgument) -> None:
     """Details of an installed model (from its GGUF metadata or the Ollama server)."""
     cli = state(ctx)
-    result = cli.kernel().info(spec)
+    result = cli.queries().info(spec)
     if cli.json_mode:
         cli.output.document(result.content())
         return
@@ -210,7 +210,7 @@ def available(
 ) -> None:
     """Models that can be pulled."""
     cli = state(ctx)
-    result = cli.kernel().available(backend, recommended=recommended)
+    result = cli.queries().available(backend, recommended=recommended)
     if cli.json_mode:
         cli.output.document(result.content())
         return
@@ -236,7 +236,7 @@ def available(
 def status(ctx: typer.Context, backend: BackendOption = None) -> None:
     """Whether each backend works, its version and model counts."""
     cli = state(ctx)
-    result = cli.kernel().status(backend)
+    result = cli.queries().status(backend)
     if cli.json_mode:
         cli.output.document(result.content())
         return
@@ -326,7 +326,7 @@ def unload(ctx: typer.Context, spec: SpecArgument) -> None:
 def ps(ctx: typer.Context) -> None:
     """Models held in memory."""
     cli = state(ctx)
-    result = cli.kernel().ps()
+    result = cli.queries().ps()
     if cli.json_mode:
         cli.output.document(result.content())
         return
