@@ -136,8 +136,22 @@ def _global_options(
             "--connect",
             metavar="FILE_OR_NAME",
             help="Use a running kernel: its connection file, or a name found in the Jupyter"
-            " runtime directory (like 'jupyter console --existing').",
+            " runtime directory (like 'jupyter console --existing'); user@host:NAME (or"
+            " user@host: the newest) is an llmspell kernel on that host, through SSH.",
         ),
+    ] = None,
+    ssh: Annotated[
+        str | None,
+        typer.Option(
+            "--ssh",
+            metavar="[USER@]HOST[:PORT]",
+            help="Reach the --connect kernel through an SSH tunnel to this host (like 'jupyter"
+            " console --ssh'); without --connect, the newest llmspell kernel there.",
+        ),
+    ] = None,
+    ssh_key: Annotated[
+        Path | None,
+        typer.Option("--ssh-key", metavar="PATH", help="The SSH key file for --ssh."),
     ] = None,
     config: Annotated[
         Path | None,
@@ -168,7 +182,14 @@ def _global_options(
 ) -> None:
     """Local LLMs behind a Jupyter kernel: manage models, run scripts, chat."""
     out = Output(json_mode=output is OutputFormat.json, stdout=sys.stdout, stderr=sys.stderr)
-    cli = CliState(output=out, connect=connect, config=config, debug=log_level is LogLevel.debug)
+    cli = CliState(
+        output=out,
+        connect=connect,
+        ssh=ssh,
+        ssh_key=ssh_key,
+        config=config,
+        debug=log_level is LogLevel.debug,
+    )
     ctx.obj = cli
     restore_logging = _configure_logging(log_level, sys.stderr)
     ctx.call_on_close(cli.close)

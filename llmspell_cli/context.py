@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 class CliState:
     output: Output
     connect: str | None = None
+    ssh: str | None = None
+    ssh_key: Path | None = None
     config: Path | None = None
     debug: bool = False
     no_log: bool = False
@@ -48,17 +50,34 @@ class CliState:
         if self._client is None:
             from llmspell_kernel.client import LLMSpellClient
 
-            if self.connect is not None:
+            if self.connect is not None or self.ssh is not None:
                 if self.config is not None:
                     self.output.warn(
                         "--config is ignored with --connect (the running kernel has its own)"
                     )
-                log.debug("connecting to kernel %s", self.connect)
-                self._client = LLMSpellClient.connect(self.connect)
+                self._client = self._connect()
             else:
                 log.debug("starting an embedded kernel (config %s)", self.config)
                 self._client = LLMSpellClient.embedded(self.config)
         return self._client
+
+    def _connect(self) -> LLMSpellClient:
+        """The client of the kernel ``--connect`` (and ``--ssh``) name."""
+        from llmspell_kernel.client import LLMSpellClient
+        from llmspell_kernel.tunnel import SSHTarget, remote_spec
+
+        if self.ssh is not None:
+            target, name = SSHTarget.parse(self.ssh, self.ssh_key), self.connect
+        else:
+            assert self.connect is not None
+            remote = remote_spec(self.connect)
+            if remote is None:
+                log.debug("connecting to kernel %s", self.connect)
+                return LLMSpellClient.connect(self.connect)
+            found, name = remote
+            target = SSHTarget(found.destination, found.port, self.ssh_key)
+        log.debug("connecting to kernel %s on %s through SSH", name or "(newest)", target)
+        return LLMSpellClient.connect_ssh(target, name)
 
     def model(self, spec: str | None) -> str:
         """``spec`` (``-m``), else ``$LLMSPELL_MODEL``, else ``default_model`` of the config;
@@ -112,7 +131,7 @@ class CliState:
         own handlers in this process, with the config an embedded kernel would load — the same
         answers, without starting a kernel only to ask it (ipykernel, ZeroMQ and an IPython
         shell are most of a ``model list``)."""
-        if self.connect is not None or self._client is not None:
+        if self.connect is not None or self.ssh is not None or self._client is not None:
             return self.kernel()
         if self._local is None:
             from llmspell_kernel.queries import LocalQueries

@@ -17,6 +17,7 @@ answered while a cell runs, and a long pull does not block cells.
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import os
 import queue
@@ -66,8 +67,12 @@ from .records import find_kernel as find_kernel  # re-exported: callers import i
 
 if TYPE_CHECKING:
     from .embedded import EmbeddedKernel
+    from .tunnel import SSHTarget, SSHTunnel
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Kernel addresses that mean "on this machine"."""
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # After a reply, how long to wait for the request's final IOPub messages (they travel on
@@ -247,9 +252,11 @@ class LLMSpellClient(Queries):
         *,
         timeout: float = DEFAULT_CONNECT_TIMEOUT,
         embedded_kernel: EmbeddedKernel | None = None,
+        tunnel: SSHTunnel | None = None,
     ) -> None:
         self._connection_file = Path(connection_file)
         self._embedded = embedded_kernel
+        self._tunnel = tunnel
         self._closed = False
         self.heartbeat_grace = HEARTBEAT_GRACE
         self.lease_seconds = LEASE_SECONDS
@@ -286,6 +293,40 @@ class LLMSpellClient(Queries):
         return cls(find_kernel(str(file_or_name)), timeout=timeout)
 
     @classmethod
+    def connect_ssh(
+        cls,
+        target: SSHTarget,
+        file_or_name: str | None = None,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> LLMSpellClient:
+        """Connect to a kernel on another host through an SSH tunnel: ``file_or_name`` is a
+        connection file here (copied from the host, as for ``jupyter console --existing F
+        --ssh HOST``), else a kernel's name or ID on the host; None: the newest kernel there."""
+        from .tunnel import open_tunnel, remote_connection
+
+        info: dict[str, Any] | None = None
+        if file_or_name is not None:
+            try:
+                local = find_kernel(file_or_name)
+            except KernelConnectionError:
+                local = None
+            if local is not None:
+                try:
+                    info = json.loads(local.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    raise KernelConnectionError(
+                        f"cannot read connection file {local}: {exc}"
+                    ) from exc
+        if info is None:
+            info = remote_connection(target, file_or_name)
+        tunnel = open_tunnel(target, info)
+        try:
+            return cls(tunnel.connection_file, timeout=timeout, tunnel=tunnel)
+        except BaseException:
+            tunnel.close()
+            raise
+
+    @classmethod
     def embedded(
         cls, config_path: str | Path | None = None, *, timeout: float = 30.0
     ) -> LLMSpellClient:
@@ -317,6 +358,19 @@ class LLMSpellClient(Queries):
     @property
     def is_embedded(self) -> bool:
         return self._embedded is not None
+
+    @property
+    def on_this_machine(self) -> bool:
+        """Whether the kernel runs on this machine (embedded, or at a loopback address and not
+        at the end of an SSH tunnel)."""
+        if self._embedded is not None:
+            return True
+        return self._tunnel is None and self.kc.ip in LOOPBACK
+
+    @property
+    def tunnel(self) -> SSHTunnel | None:
+        """The SSH tunnel the client reaches its kernel through, if any."""
+        return self._tunnel
 
     # Requests -------------------------------------------------------------------------------
 
@@ -549,6 +603,8 @@ class LLMSpellClient(Queries):
     def is_alive(self) -> bool:
         if self._embedded is not None:
             return self._embedded.is_alive()
+        if self._tunnel is not None and not self._tunnel.alive():
+            return False
         return bool(self.kc.hb_channel.is_beating())
 
     # Plumbing -------------------------------------------------------------------------------
@@ -640,6 +696,10 @@ class LLMSpellClient(Queries):
                     raise KernelConnectionError(
                         f"the client was closed while waiting for {what}"
                     ) from None
+                if self._tunnel is not None and not self._tunnel.alive():
+                    raise KernelConnectionError(
+                        f"{self._tunnel.closed_message()} while waiting for {what}"
+                    ) from None
                 if reply is None and not self.is_alive():
                     # One missed heartbeat can be a busy machine; a silence is a dead kernel.
                     silent_since = silent_since or time.monotonic()
@@ -663,10 +723,13 @@ class LLMSpellClient(Queries):
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
+            if self._tunnel is not None and not self._tunnel.alive():
+                raise KernelConnectionError(self._tunnel.closed_message())
             if remaining <= 0:
+                where = "" if self._tunnel is None else f" (through SSH to {self._tunnel.target})"
                 raise KernelConnectionError(
-                    f"the kernel of {self._connection_file} did not answer within {timeout:g} s"
-                    " (is it running?)"
+                    f"the kernel of {self._connection_file}{where} did not answer within"
+                    f" {timeout:g} s (is it running?)"
                 )
             msg = self.kc.session.msg("kernel_info_request", {})
             msg_id = msg["header"]["msg_id"]
@@ -721,6 +784,8 @@ class LLMSpellClient(Queries):
         self.kc.stop_channels()
         if self._embedded is not None:
             self._embedded.stop()
+        if self._tunnel is not None:
+            self._tunnel.close()
 
     def __enter__(self) -> LLMSpellClient:
         return self

@@ -112,22 +112,24 @@ class KernelProcess:
 
 
 def start_kernel_process(
-    base: Path, env: dict[str, str], *, cwd: Path | None = None
+    base: Path, env: dict[str, str], *, cwd: Path | None = None, **manager: Any
 ) -> KernelProcess:
+    """A kernel started by a jupyter_client ``KernelManager`` (``manager`` are its traits,
+    e.g. ``transport_encryption``) from the installed kernelspec."""
     jupyter_path = install_kernelspec(base)
     env = {**env, "JUPYTER_PATH": str(jupyter_path)}
     previous = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = str(jupyter_path)  # the spec manager reads it from here
     try:
-        manager = KernelManager(kernel_name="llmspell")
-        manager.connection_file = str(base / "runtime" / "llmspell-test-kernel.json")
-        manager.start_kernel(env=env, **({} if cwd is None else {"cwd": str(cwd)}))
+        kernel_manager = KernelManager(kernel_name="llmspell", **manager)
+        kernel_manager.connection_file = str(base / "runtime" / "llmspell-test-kernel.json")
+        kernel_manager.start_kernel(env=env, **({} if cwd is None else {"cwd": str(cwd)}))
     finally:
         if previous is None:
             os.environ.pop("JUPYTER_PATH", None)
         else:
             os.environ["JUPYTER_PATH"] = previous
-    return KernelProcess(manager=manager, env=env)
+    return KernelProcess(manager=kernel_manager, env=env)
 
 
 @pytest.fixture(scope="module")

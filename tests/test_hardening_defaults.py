@@ -113,6 +113,24 @@ def test_a_kernel_launched_from_the_kernelspec_has_a_private_connection_file(
         path = Path(kernel.connection_file)
         assert mode(path) == 0o600
         assert json.loads(path.read_text())["ip"] == "127.0.0.1"
+        assert "curve_publickey" not in json.loads(path.read_text())  # not asked for
+    finally:
+        kernel.stop()
+
+
+def test_a_kernel_manager_asking_for_transport_encryption_gets_an_encrypted_kernel(
+    tmp_path: Path,
+) -> None:
+    """The kernelspec declares ``supported_encryption: ["curve"]``, so jupyter_client's
+    ``transport_encryption`` (``auto`` or ``required``) provisions Curve keys for it."""
+    (tmp_path / "models").mkdir()
+    env = kernel_environment(tmp_path, tmp_path / "models")
+    kernel = start_kernel_process(tmp_path, env, transport_encryption="required")
+    try:
+        info = json.loads(Path(kernel.connection_file).read_text())
+        assert {"curve_publickey", "curve_secretkey"} <= set(info)
+        with LLMSpellClient(kernel.connection_file) as client:
+            assert client.status().backends["llamacpp"].available
     finally:
         kernel.stop()
 

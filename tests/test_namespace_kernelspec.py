@@ -64,7 +64,7 @@ def test_kernel_json() -> None:
         "display_name": "llmspell (local LLMs)",
         "language": "python",
         "interrupt_mode": "message",
-        "metadata": {"debugger": False},
+        "metadata": {"debugger": False, "supported_encryption": ["curve"]},
     }
 
 
@@ -83,7 +83,7 @@ def test_install_into_a_prefix_is_found_by_jupyter(
     assert spec.display_name == "llmspell (local LLMs)"
     assert spec.language == "python"
     assert spec.interrupt_mode == "message"
-    assert spec.metadata == {"debugger": False}
+    assert spec.metadata == {"debugger": False, "supported_encryption": ["curve"]}
 
 
 def test_user_install_replace_and_uninstall(jupyter_dirs: dict[str, Path]) -> None:

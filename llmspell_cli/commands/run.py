@@ -18,9 +18,6 @@ from ..output import strip_ansi
 if TYPE_CHECKING:
     from llmspell_kernel.client import ExecuteResult
 
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-"""Kernel addresses that mean "on this machine"."""
-
 # Names of the exceptions by which the script runner reports how a script ended (they become
 # the reply's ename).
 SCRIPT_FAILED = LLMSpellScriptFailed.__name__
@@ -177,7 +174,7 @@ def run(
     directory = str(script.resolve().parent)
     client = cli.client()
     # A kernel on this machine runs the script in this directory; one elsewhere in its own.
-    cwd = os.getcwd() if client.is_embedded or client.kc.ip in LOOPBACK else None
+    cwd = os.getcwd() if client.on_this_machine else None
     code = script_code(str(script), source, argv, model, directory, cwd=cwd, stdin=True)
     result, collected = _execute(cli, code)
     _finish(cli, result, collected, script=True)
