@@ -22,11 +22,12 @@ from .protocol.requests import GenerateRequest, validate
 from .schemas import output_format, read_answer
 
 USAGE = """\
-%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] [--schema S] PROMPT
-%%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] [--schema S]
+%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] [--schema S] [--raw] PROMPT
+%%llm [-m SPEC] [--system TEXT] [--max-tokens N] [--temperature T] [--schema S] [--raw]
 PROMPT (the cell body)
 
-Generates an answer with a local model and prints it as it is produced. Without -m the default
+Generates an answer with a local model and prints it as it is produced. --raw continues the
+prompt as plain text, without the chat template (for base models). Without -m the default
 model is used (LocalLLM.set_default_model(...) or $LLMSPELL_MODEL). With --schema (inline JSON
 Schema, 'json', or the name of a variable holding a schema dict or a pydantic model class) the
 answer is JSON that satisfies it, and the cell's value is the answer parsed. Quote values with
@@ -42,6 +43,8 @@ _FLAGS = {
     "--temperature": "temperature",
     "--schema": "schema",
 }
+_SWITCHES = {"--raw": "raw"}
+"""Options without a value."""
 
 
 @dataclass
@@ -51,6 +54,7 @@ class MagicArgs:
     max_tokens: int | None = None
     temperature: float | None = None
     schema: str | None = None
+    raw: bool = False
     prompt: str = ""
 
 
@@ -62,6 +66,9 @@ def parse_magic(line: str, cell: str | None) -> MagicArgs:
         flag, rest = _take_token(rest)
         if flag == "--":
             break
+        if flag in _SWITCHES:
+            setattr(args, _SWITCHES[flag], True)
+            continue
         value: str | None = None
         if flag.startswith("--") and "=" in flag:
             flag, value = flag.split("=", 1)
@@ -156,12 +163,17 @@ class LLMMagic:
         if args.schema is not None:
             output, reader = output_format(_schema_value(args.schema), "%llm --schema")
             options = replace(options, format=output)
-        messages = [Message("user", args.prompt)]
-        if args.system:
-            messages.insert(0, Message("system", args.system))
-        request = validate(
-            GenerateRequest, {"model": model, "messages": messages, "options": options}
-        )
+        fields: dict[str, Any] = {"model": model, "options": options}
+        if args.raw:
+            if args.system:
+                raise UsageError("%llm --system needs the chat template: drop --raw")
+            fields["prompt"] = args.prompt
+        else:
+            messages = [Message("user", args.prompt)]
+            if args.system:
+                messages.insert(0, Message("system", args.system))
+            fields["messages"] = messages
+        request = validate(GenerateRequest, fields)
         out = sys.stdout
         ends_with_newline = True
         streamed = 0

@@ -50,6 +50,8 @@ class ScriptedBackend:
         self.installed = list(installed)
         self.pieces = ["Hello", ",", " world", "!"]
         self.chats: list[tuple[str, list[dict[str, str]], GenerationOptions]] = []
+        self.prompts: list[str] = []
+        """The prompts of plain completions (each is also recorded in :attr:`chats`)."""
         self.closed = 0
         self.finished = 0
         self.fail_after: int | None = None
@@ -151,6 +153,7 @@ class ScriptedBackend:
         *,
         cancel: threading.Event | None = None,
     ) -> ChunkStream:
+        self.prompts.append(prompt)
         return self.chat(spec, [Message("user", prompt)], options, cancel=cancel)
 
     def close(self) -> None:

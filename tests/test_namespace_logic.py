@@ -356,6 +356,18 @@ def test_cell_magic_streams_the_answer(
     assert options == GenerationOptions(max_tokens=12, temperature=0.2)
 
 
+def test_raw_magic_continues_the_text_without_the_template(
+    shell: Any, ns: dict[str, Any], scripted: ScriptedBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = shell.run_cell("%%llm -m gemma3-270m --raw --max-tokens 8\nThe sea is\n")
+    assert result.success, result.error_in_exec
+    assert scripted.prompts == ["The sea is"]
+    assert capsys.readouterr().out == "Hello, world!\n"
+    result = shell.run_cell("%llm -m gemma3-270m --raw --system 'Be brief.' The sea is")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "--system needs the chat template: drop --raw" in capsys.readouterr().err
+
+
 def test_line_magic_uses_the_default_model(
     shell: Any, ns: dict[str, Any], scripted: ScriptedBackend, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -409,6 +421,7 @@ def test_bad_magic_options_are_usage_errors(
         ),
         ("--max-tokens 8", "  body\n", {"max_tokens": 8, "prompt": "body"}),
         ("", "body", {"prompt": "body"}),
+        ("--raw -m phi3 The sea is", None, {"raw": True, "model": "phi3", "prompt": "The sea is"}),
     ],
 )
 def test_parse_magic(line: str, cell: str | None, expected: dict[str, Any]) -> None:
