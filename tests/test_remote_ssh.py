@@ -83,6 +83,30 @@ def test_the_cli_reaches_the_kernel_by_name_and_by_the_short_forms(
     )
 
 
+def long_generation(
+    client: LLMSpellClient,
+) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
+    """A 2,000-token generation on a thread: the thread, an event set at its first text, and
+    the list its exception goes to."""
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            client.generate(
+                GEMMA_SPEC,
+                prompt="Once upon a time",
+                options=GenerationOptions(max_tokens=2000),
+                on_text=lambda _: started.set(),
+            )
+        except BaseException as exc:  # the thread's outcome, checked by the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, started, outcome
+
+
 @pytest.fixture
 def tunnelled(
     ssh_env: dict[str, str], daemon: dict[str, Any], sshd: SSHServer
@@ -109,22 +133,7 @@ def test_streaming_and_cancel_go_through_the_tunnel(
     )
     assert len(pieces) >= 1 and "".join(pieces) == result.text
 
-    started = threading.Event()
-    outcome: list[BaseException] = []
-
-    def long_generation() -> None:
-        try:
-            tunnelled.generate(
-                GEMMA_SPEC,
-                prompt="Once upon a time",
-                options=GenerationOptions(max_tokens=2000),
-                on_text=lambda _: started.set(),
-            )
-        except BaseException as exc:  # the thread's outcome, checked below
-            outcome.append(exc)
-
-    thread = threading.Thread(target=long_generation)
-    thread.start()
+    thread, started, outcome = long_generation(tunnelled)
     assert started.wait(120)
     assert tunnelled.cancel().cancelled
     thread.join(60)
@@ -142,22 +151,7 @@ def test_a_dropped_tunnel_is_a_clear_error_not_a_hang(
     try:
         target = SSHTarget.parse(f"root@127.0.0.1:{own.port}")
         client = LLMSpellClient.connect_ssh(target, str(daemon["id"]))
-        started = threading.Event()
-        outcome: list[BaseException] = []
-
-        def long_generation() -> None:
-            try:
-                client.generate(
-                    GEMMA_SPEC,
-                    prompt="Once upon a time",
-                    options=GenerationOptions(max_tokens=2000),
-                    on_text=lambda _: started.set(),
-                )
-            except BaseException as exc:  # the thread's outcome, checked below
-                outcome.append(exc)
-
-        thread = threading.Thread(target=long_generation)
-        thread.start()
+        thread, started, outcome = long_generation(client)
         try:
             assert started.wait(120)
             killed = time.monotonic()
