@@ -45,6 +45,15 @@ def tokenizer(llama: Llama) -> LLTokenizer:
     return cached
 
 
+def end_tokens(llama: Llama) -> list[int]:
+    """The model's end-of-text and end-of-turn tokens."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llama.model)
+    ends = {llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)}
+    return sorted(token for token in ends if token >= 0)
+
+
 def _build_tokenizer(llama: Llama) -> LLTokenizer:
     """What ``llguidance.llamacpp.lltokenizer_from_vocab`` does, with llama.cpp's current
     functions (it calls the deprecated ``llama_token_get_attr`` once per token): each token's
@@ -72,13 +81,12 @@ def _build_tokenizer(llama: Llama) -> LLTokenizer:
         ):
             piece = b"\xff" + piece
         tokens.append(piece)
-    ends = {llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab)}
     tokenize = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
     built: LLTokenizer = LLTokenizer.from_llamacpp(  # type: ignore[attr-defined]
         tokens=tokens,
         vocab_ptr=vocab,
         tokenize_fptr=tokenize,
-        eos_token=sorted(t for t in ends if t >= 0),
+        eos_token=end_tokens(llama),
         slices=None,
     )
     return built
@@ -104,9 +112,8 @@ class Constraint:
                 model=model_id,
                 backend=BACKEND,
             )
-        self.model_id = model_id
-        self.vocabulary = int(llama.n_vocab())
-        self.mask = np.full((self.vocabulary + 31) // 32, -1, dtype=np.int32)
+        self.mask = np.full((int(llama.n_vocab()) + 31) // 32, -1, dtype=np.int32)
+        self.ends = end_tokens(llama)
         self.start = prompt_tokens
         self.consumed = 0
 
@@ -116,6 +123,11 @@ class Constraint:
         for token in input_ids[self.start + self.consumed :]:
             self.matcher.consume_token(int(token))
             self.consumed += 1
+        if self.matcher.is_error():  # cannot happen with the mask applied; end, do not ramble
+            ended = scores[self.ends].copy()
+            scores[:] = -np.inf
+            scores[self.ends] = ended
+            return scores
         self.matcher.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
         allowed = np.unpackbits(self.mask.view(np.uint8), bitorder="little")[: len(scores)]
         scores[allowed == 0] = -np.inf
