@@ -21,23 +21,43 @@ KERNEL_NAME = "llmspell"
 DISPLAY_NAME = "llmspell (local LLMs)"
 
 
-def kernel_json(executable: str | None = None) -> dict[str, Any]:
-    """The kernelspec's ``kernel.json`` with ``executable`` (default: this Python) in argv."""
+GATEWAY_PROXIES = {
+    "local": "enterprise_gateway.services.processproxies.processproxy.LocalProcessProxy",
+}
+"""Jupyter Enterprise Gateway process proxies a kernelspec can name (``--gateway``): ``local``
+runs the kernel on the gateway's host, as the gateway's own process."""
+
+
+def kernel_json(executable: str | None = None, gateway: str | None = None) -> dict[str, Any]:
+    """The kernelspec's ``kernel.json`` with ``executable`` (default: this Python) in argv;
+    with ``gateway``, in the form Jupyter Enterprise Gateway reads (``metadata.process_proxy``
+    naming the process proxy of :data:`GATEWAY_PROXIES`)."""
     spec: dict[str, Any] = json.loads(_resources().joinpath("kernel.json").read_text("utf-8"))
     python = executable or sys.executable
     spec["argv"] = [python, "-m", "llmspell_kernel", "-f", "{connection_file}"]
+    if gateway is not None:
+        if gateway not in GATEWAY_PROXIES:
+            known = ", ".join(GATEWAY_PROXIES)
+            raise LLMSpellError(f"unknown gateway process proxy {gateway!r} (known: {known})")
+        spec["metadata"]["process_proxy"] = {"class_name": GATEWAY_PROXIES[gateway]}
     return spec
 
 
 def install(
-    *, user: bool = True, sys_prefix: bool = False, prefix: str | Path | None = None
+    *,
+    user: bool = True,
+    sys_prefix: bool = False,
+    prefix: str | Path | None = None,
+    gateway: str | None = None,
 ) -> Path:
     """Install the kernelspec and return the directory it went to.
 
     ``prefix`` (e.g. a virtualenv) wins over ``sys_prefix`` (this Python's prefix), which wins
     over ``user`` (the per-user Jupyter data dir); with none of them, the system-wide dir.
-    An existing ``llmspell`` kernelspec at the same place is replaced.
+    An existing ``llmspell`` kernelspec at the same place is replaced. ``gateway`` writes it
+    for Jupyter Enterprise Gateway (see :func:`kernel_json`).
     """
+    spec = kernel_json(gateway=gateway)
     from jupyter_client.kernelspec import KernelSpecManager
 
     target = str(prefix) if prefix is not None else (sys.prefix if sys_prefix else None)
@@ -47,7 +67,7 @@ def install(
         for item in _resources().iterdir():
             if item.is_file():
                 (source / item.name).write_bytes(item.read_bytes())
-        (source / "kernel.json").write_text(json.dumps(kernel_json(), indent=2) + "\n", "utf-8")
+        (source / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n", "utf-8")
         try:
             installed = KernelSpecManager().install_kernel_spec(
                 str(source), KERNEL_NAME, user=user and target is None, prefix=target

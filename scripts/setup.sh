@@ -12,3 +12,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+if [ "${extras}" = test ]; then
+    bash scripts/gateway_venv.sh  # Jupyter Enterprise Gateway, for tests/test_gateway.py
+fi

@@ -117,6 +117,7 @@ def test_read_only_commands_start_no_kernel_without_connect(
         (["kernel", "stop", "abc", "--all"], "give a kernel ID or --all"),
         (["kernel", "start", "--ip", "not-an-ip"], "not an IP address"),
         (["kernel", "install", "--user", "--sys-prefix"], "exclude each other"),
+        (["kernel", "install", "--gateway", "kubernetes"], "not a process proxy llmspell supp"),
         (["--output", "json", "repl"], "no JSON output"),
     ],
 )

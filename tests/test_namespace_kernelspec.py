@@ -68,6 +68,16 @@ def test_kernel_json() -> None:
     }
 
 
+def test_the_gateway_form_names_enterprise_gateways_local_process_proxy() -> None:
+    spec = kernelspec.kernel_json(gateway="local")
+    assert spec["metadata"]["process_proxy"] == {
+        "class_name": "enterprise_gateway.services.processproxies.processproxy.LocalProcessProxy"
+    }
+    assert spec["argv"] == kernelspec.kernel_json()["argv"]
+    with pytest.raises(LLMSpellError, match="unknown gateway process proxy 'yarn'"):
+        kernelspec.kernel_json(gateway="yarn")
+
+
 def test_install_into_a_prefix_is_found_by_jupyter(
     tmp_path: Path, jupyter_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -195,14 +195,46 @@ def install(
     sys_prefix: Annotated[
         bool, typer.Option("--sys-prefix", help="Install into this Python environment.")
     ] = False,
+    prefix: Annotated[
+        Path | None,
+        typer.Option(
+            "--prefix",
+            metavar="PATH",
+            help="Install into PATH/share/jupyter/kernels (e.g. the environment of a Jupyter"
+            " server or gateway that is not this one).",
+        ),
+    ] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(
+            "--gateway",
+            metavar="local",
+            help="Write the kernelspec for Jupyter Enterprise Gateway: 'local' (its"
+            " LocalProcessProxy: the kernel runs on the gateway's host).",
+        ),
+    ] = None,
 ) -> None:
     """Install the 'llmspell' kernelspec so Jupyter can start the kernel."""
+    from llmspell_kernel.kernelspec import GATEWAY_PROXIES
     from llmspell_kernel.kernelspec import install as install_kernelspec
 
-    if user and sys_prefix:
-        raise typer.BadParameter("--user and --sys-prefix exclude each other", param_hint="--user")
+    if sum((user, sys_prefix, prefix is not None)) > 1:
+        raise typer.BadParameter(
+            "exclude each other: --user, --sys-prefix, --prefix", param_hint="--user"
+        )
+    if gateway is not None and gateway not in GATEWAY_PROXIES:
+        raise typer.BadParameter(
+            f"not a process proxy llmspell supports: {gateway!r} (only 'local': the"
+            " distributed and kubernetes ones need a launcher llmspell does not have yet)",
+            param_hint="--gateway",
+        )
     cli = state(ctx)
-    path = install_kernelspec(user=not sys_prefix, sys_prefix=sys_prefix)
+    path = install_kernelspec(
+        user=not sys_prefix and prefix is None,
+        sys_prefix=sys_prefix,
+        prefix=prefix,
+        gateway=gateway,
+    )
     if cli.json_mode:
         cli.output.document({"kernelspec": str(path)})
     else:

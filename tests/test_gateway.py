@@ -1,0 +1,192 @@
+"""An llmspell kernel behind Jupyter Enterprise Gateway (PyPI ``jupyter_enterprise_gateway``,
+in ``.venv-gateway``: scripts/gateway_venv.sh), started on 127.0.0.1 with the kernelspec that
+``llmspell kernel install --gateway local --prefix DIR`` writes: a kernel started through the
+gateway's REST API answers ``model_request`` over its websocket with ``model_reply``, and streams
+``model_stream`` on IOPub, unchanged by the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from tests import cli_fixtures
+from tests.cli_fixtures import GEMMA_SPEC, CliSession, run_cli
+from tests.isolation import private_dirs
+from tests.ssh_fixtures import free_port
+
+cli_session = cli_fixtures.cli_session
+__all__ = ["cli_session"]  # the fixture, used by name
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY = ROOT / ".venv-gateway" / "bin" / "jupyter-enterprisegateway"
+START_SECONDS = 120.0
+pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
+
+
+def ensure_gateway() -> None:
+    if not GATEWAY.exists():
+        done = subprocess.run(
+            ["bash", str(ROOT / "scripts" / "gateway_venv.sh")],
+            capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        if done.returncode != 0 or not GATEWAY.exists():
+            pytest.fail(f"Enterprise Gateway could not be installed: {done.stderr[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The gateway's URL; its kernelspec dir holds only the llmspell gateway kernelspec."""
+    ensure_gateway()
+    base = tmp_path_factory.mktemp("gateway")
+    installed = run_cli(
+        ["kernel", "install", "--gateway", "local", "--prefix", str(base / "prefix")],
+        cli_session.env,
+    )
+    assert installed.returncode == 0, installed.stderr
+    spec = json.loads((base / "prefix/share/jupyter/kernels/llmspell/kernel.json").read_text())
+    assert spec["metadata"]["process_proxy"]["class_name"].endswith("LocalProcessProxy")
+    port = free_port()
+    env = {
+        **cli_session.env,
+        **private_dirs(base),
+        "JUPYTER_PATH": str(base / "prefix" / "share" / "jupyter"),
+        "LLMSPELL_MODELS": str(cli_session.models),
+    }
+    # A gateway's kernels inherit only the variables it allows: the model store and the
+    # private directories of the test.
+    inherited = [
+        k for k in env if k.startswith(("LLMSPELL_", "XDG_", "JUPYTER_", "HF_", "OLLAMA_"))
+    ]
+    allow = [f"--EnterpriseGatewayApp.env_process_whitelist={name}" for name in inherited]
+    log = (base / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [str(GATEWAY), "--ip=127.0.0.1", f"--port={port}", "--port_retries=0",
+         "--EnterpriseGatewayApp.default_kernel_name=llmspell", *allow],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{url}/api", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the gateway did not start: {(base / 'gateway.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+def message(msg_type: str, content: dict[str, Any], channel: str = "shell") -> dict[str, Any]:
+    """A Jupyter message as a websocket client sends it (the server signs it)."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "date": datetime.now(UTC).isoformat(),
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": channel,
+        "buffers": [],
+    }
+
+
+EXCHANGE_SECONDS = 120.0
+
+
+async def exchange(
+    socket: WebSocketClientConnection, request: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Send ``request``; the messages parented to it, until its reply and the kernel's idle."""
+    await socket.write_message(json.dumps(request))
+    wanted = request["header"]["msg_id"]
+    seen: list[dict[str, Any]] = []
+    replied = idle = False
+    deadline = time.monotonic() + EXCHANGE_SECONDS
+    while not (replied and idle):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no reply to {request['header']['msg_type']}: {seen}"
+        raw = await asyncio.wait_for(socket.read_message(), left)
+        assert raw is not None, "the gateway closed the websocket"
+        msg = json.loads(raw)
+        if msg.get("parent_header", {}).get("msg_id") != wanted:
+            continue
+        seen.append(msg)
+        replied = replied or msg["header"]["msg_type"].endswith("_reply")
+        idle = idle or (
+            msg["header"]["msg_type"] == "status"
+            and msg["content"].get("execution_state") == "idle"
+        )
+    return seen
+
+
+def test_model_requests_and_streams_pass_through_the_gateway_unchanged(gateway: str) -> None:
+    # The gateway refuses kernels for root (unauthorized_users): name another user, as
+    # clients of a gateway do.
+    body = {"name": "llmspell", "env": {"KERNEL_USERNAME": "llmspell-test"}}
+    started = httpx.post(f"{gateway}/api/kernels", json=body, timeout=120)
+    assert started.status_code == 201, started.text
+    kernel = started.json()["id"]
+    try:
+
+        async def talk() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            url = gateway.replace("http", "ws") + f"/api/kernels/{kernel}/channels"
+            socket = await websocket_connect(url)
+            try:
+                status = await exchange(socket, message("model_request", {"command": "status"}))
+                generate = {
+                    "command": "generate",
+                    "model": GEMMA_SPEC,
+                    "prompt": "The sea is",
+                    "options": {"max_tokens": 12, "temperature": 0.0},
+                    "stream": True,
+                }
+                streamed = await exchange(socket, message("model_request", generate))
+                return status, streamed
+            finally:
+                socket.close()
+
+        status, streamed = asyncio.run(talk())
+    finally:
+        httpx.delete(f"{gateway}/api/kernels/{kernel}", timeout=60)
+    reply = next(m for m in status if m["header"]["msg_type"] == "model_reply")
+    assert reply["channel"] == "shell" and reply["content"]["status"] == "ok"
+    assert reply["content"]["backends"]["llamacpp"]["available"] is True
+    pieces = [m for m in streamed if m["header"]["msg_type"] == "model_stream"]
+    shown = [(m["header"]["msg_type"], m["content"]) for m in streamed]
+    assert pieces and all(m["channel"] == "iopub" for m in pieces), shown
+    done = next(m for m in streamed if m["header"]["msg_type"] == "model_reply")
+    assert done["content"]["status"] == "ok"
+    assert "".join(m["content"]["text"] for m in pieces) == done["content"]["text"]
+    assert done["content"]["metrics"]["generated_tokens"] >= 1
