@@ -23,9 +23,23 @@ DISPLAY_NAME = "llmspell (local LLMs)"
 
 GATEWAY_PROXIES = {
     "local": "enterprise_gateway.services.processproxies.processproxy.LocalProcessProxy",
+    "distributed": "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy",
 }
 """Jupyter Enterprise Gateway process proxies a kernelspec can name (``--gateway``): ``local``
-runs the kernel on the gateway's host, as the gateway's own process."""
+runs the kernel on the gateway's host, as the gateway's own process; ``distributed`` on one of
+its ``remote_hosts`` (over SSH, or here when the host is this one), through
+:mod:`llmspell_kernel.gateway_launcher`."""
+GATEWAY_LAUNCHER_ARGS = [
+    "--RemoteProcessProxy.kernel-id",
+    "{kernel_id}",
+    "--RemoteProcessProxy.response-address",
+    "{response_address}",
+    "--RemoteProcessProxy.public-key",
+    "{public_key}",
+    "--RemoteProcessProxy.port-range",
+    "{port_range}",
+]
+"""What a remote process proxy fills in for its launcher (as in the gateway's own specs)."""
 
 
 def kernel_json(executable: str | None = None, gateway: str | None = None) -> dict[str, Any]:
@@ -40,6 +54,9 @@ def kernel_json(executable: str | None = None, gateway: str | None = None) -> di
             known = ", ".join(GATEWAY_PROXIES)
             raise LLMSpellError(f"unknown gateway process proxy {gateway!r} (known: {known})")
         spec["metadata"]["process_proxy"] = {"class_name": GATEWAY_PROXIES[gateway]}
+        if gateway != "local":
+            launcher = [python, "-m", "llmspell_kernel.gateway_launcher"]
+            spec["argv"] = [*launcher, *GATEWAY_LAUNCHER_ARGS]
     return spec
 
 
@@ -49,20 +66,21 @@ def install(
     sys_prefix: bool = False,
     prefix: str | Path | None = None,
     gateway: str | None = None,
+    name: str = KERNEL_NAME,
 ) -> Path:
     """Install the kernelspec and return the directory it went to.
 
     ``prefix`` (e.g. a virtualenv) wins over ``sys_prefix`` (this Python's prefix), which wins
     over ``user`` (the per-user Jupyter data dir); with none of them, the system-wide dir.
-    An existing ``llmspell`` kernelspec at the same place is replaced. ``gateway`` writes it
-    for Jupyter Enterprise Gateway (see :func:`kernel_json`).
+    An existing kernelspec of that ``name`` at the same place is replaced. ``gateway`` writes
+    it for Jupyter Enterprise Gateway (see :func:`kernel_json`).
     """
     spec = kernel_json(gateway=gateway)
     from jupyter_client.kernelspec import KernelSpecManager
 
     target = str(prefix) if prefix is not None else (sys.prefix if sys_prefix else None)
     with tempfile.TemporaryDirectory(prefix="llmspell-kernelspec-") as tmp:
-        source = Path(tmp) / KERNEL_NAME
+        source = Path(tmp) / name
         source.mkdir()
         for item in _resources().iterdir():
             if item.is_file():
@@ -70,12 +88,12 @@ def install(
         (source / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n", "utf-8")
         try:
             installed = KernelSpecManager().install_kernel_spec(
-                str(source), KERNEL_NAME, user=user and target is None, prefix=target
+                str(source), name, user=user and target is None, prefix=target
             )
         except OSError as exc:
             where = target or ("the user data dir" if user else "the system data dir")
             raise LLMSpellError(
-                f"cannot install the {KERNEL_NAME} kernelspec into {where}: {exc}"
+                f"cannot install the {name} kernelspec into {where}: {exc}"
             ) from exc
     return Path(installed)
 

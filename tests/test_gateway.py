@@ -51,13 +51,17 @@ def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -
     """The gateway's URL; its kernelspec dir holds only the llmspell gateway kernelspec."""
     ensure_gateway()
     base = tmp_path_factory.mktemp("gateway")
-    installed = run_cli(
-        ["kernel", "install", "--gateway", "local", "--prefix", str(base / "prefix")],
-        cli_session.env,
-    )
-    assert installed.returncode == 0, installed.stderr
-    spec = json.loads((base / "prefix/share/jupyter/kernels/llmspell/kernel.json").read_text())
-    assert spec["metadata"]["process_proxy"]["class_name"].endswith("LocalProcessProxy")
+    for proxy, name in (("local", "llmspell"), ("distributed", "llmspell_distributed")):
+        installed = run_cli(
+            ["kernel", "install", "--gateway", proxy, "--name", name,
+             "--prefix", str(base / "prefix")],
+            cli_session.env,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr
+        spec = json.loads((base / f"prefix/share/jupyter/kernels/{name}/kernel.json").read_text())
+        assert spec["metadata"]["process_proxy"]["class_name"].endswith(
+            "LocalProcessProxy" if proxy == "local" else "DistributedProcessProxy"
+        )
     port = free_port()
     env = {
         **cli_session.env,
@@ -151,10 +155,20 @@ async def exchange(
     return seen
 
 
-def test_model_requests_and_streams_pass_through_the_gateway_unchanged(gateway: str) -> None:
+@pytest.mark.parametrize(
+    "kernel_name",
+    ["llmspell", "llmspell_distributed"],
+    ids=["local-process-proxy", "distributed-process-proxy"],
+)
+def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
+    gateway: str, kernel_name: str
+) -> None:
+    """``distributed``: the gateway's DistributedProcessProxy on its default remote host,
+    localhost, which it runs without SSH; the kernel starts through llmspell's launcher, which
+    sends its connection info back encrypted with the gateway's key."""
     # The gateway refuses kernels for root (unauthorized_users): name another user, as
     # clients of a gateway do.
-    body = {"name": "llmspell", "env": {"KERNEL_USERNAME": "llmspell-test"}}
+    body = {"name": kernel_name, "env": {"KERNEL_USERNAME": "llmspell-test"}}
     started = httpx.post(f"{gateway}/api/kernels", json=body, timeout=120)
     assert started.status_code == 201, started.text
     kernel = started.json()["id"]
@@ -190,3 +204,36 @@ def test_model_requests_and_streams_pass_through_the_gateway_unchanged(gateway: 
     assert done["content"]["status"] == "ok"
     assert "".join(m["content"]["text"] for m in pieces) == done["content"]["text"]
     assert done["content"]["metrics"]["generated_tokens"] >= 1
+
+
+def test_the_launcher_takes_the_bootstrap_flags_and_encrypts_as_the_gateway_decrypts() -> None:
+    """The argument forms of the gateway's kernelspecs and of its images' bootstrap script,
+    and a payload decrypted as ``RemoteProcessProxy._decode_payload`` does (version 1)."""
+    import base64
+
+    from Cryptodome.Cipher import AES, PKCS1_v1_5
+    from Cryptodome.PublicKey import RSA
+    from Cryptodome.Util.Padding import unpad
+
+    from llmspell_kernel.gateway_launcher import encrypt, parse_args, port_range
+
+    spec_form = parse_args(["--RemoteProcessProxy.kernel-id", "k1",
+                            "--RemoteProcessProxy.response-address", "10.0.0.2:8877",
+                            "--RemoteProcessProxy.public-key", "KEY",
+                            "--RemoteProcessProxy.port-range", "40000..41000"])  # fmt: skip
+    bootstrap_form = parse_args(["--kernel-id", "k1", "--port-range", "40000..41000",
+                                 "--response-address", "10.0.0.2:8877", "--public-key", "KEY",
+                                 "--spark-context-initialization-mode", "none"])  # fmt: skip
+    assert vars(spec_form)["kernel_id"] == vars(bootstrap_form)["kernel_id"] == "k1"
+    assert port_range(bootstrap_form.port_range) == (40000, 41000)
+    assert port_range("0..0") == (0, 0)
+    with pytest.raises(SystemExit, match="bad port range"):
+        port_range("41000..40000")
+
+    private = RSA.generate(1024)
+    public = base64.b64encode(private.publickey().export_key(format="DER")).decode()
+    payload = json.loads(base64.b64decode(encrypt(b'{"shell_port": 1}', public)))
+    assert payload["version"] == 1
+    aes_key = PKCS1_v1_5.new(private).decrypt(base64.b64decode(payload["key"]), None)
+    info = AES.new(aes_key, AES.MODE_ECB).decrypt(base64.b64decode(payload["conn_info"]))
+    assert json.loads(unpad(info, 16)) == {"shell_port": 1}

@@ -208,11 +208,15 @@ def install(
         str | None,
         typer.Option(
             "--gateway",
-            metavar="local",
-            help="Write the kernelspec for Jupyter Enterprise Gateway: 'local' (its"
-            " LocalProcessProxy: the kernel runs on the gateway's host).",
+            metavar="local|distributed",
+            help="Write the kernelspec for Jupyter Enterprise Gateway: 'local' (the kernel runs"
+            " on the gateway's host) or 'distributed' (on one of its remote hosts, through"
+            " llmspell's launcher).",
         ),
     ] = None,
+    name: Annotated[
+        str, typer.Option("--name", help="The kernelspec's name (Jupyter's kernel name).")
+    ] = "llmspell",
 ) -> None:
     """Install the 'llmspell' kernelspec so Jupyter can start the kernel."""
     from llmspell_kernel.kernelspec import GATEWAY_PROXIES
@@ -224,8 +228,8 @@ def install(
         )
     if gateway is not None and gateway not in GATEWAY_PROXIES:
         raise typer.BadParameter(
-            f"not a process proxy llmspell supports: {gateway!r} (only 'local': the"
-            " distributed and kubernetes ones need a launcher llmspell does not have yet)",
+            f"not a process proxy llmspell supports: {gateway!r} ('local' or 'distributed';"
+            " kubernetes needs a kernel image and pod launcher llmspell does not have yet)",
             param_hint="--gateway",
         )
     cli = state(ctx)
@@ -234,8 +238,9 @@ def install(
         sys_prefix=sys_prefix,
         prefix=prefix,
         gateway=gateway,
+        name=name,
     )
     if cli.json_mode:
         cli.output.document({"kernelspec": str(path)})
     else:
-        cli.output.line(f"installed kernelspec 'llmspell' in {path}")
+        cli.output.line(f"installed kernelspec {name!r} in {path}")
