@@ -26,6 +26,7 @@ from .types import (
     AvailableModel,
     BackendHealth,
     ChunkStream,
+    Embeddings,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -376,6 +377,19 @@ class ProviderManager:
     ) -> ChunkStream:
         backend, parsed = self.resolve(spec)
         return backend.complete(parsed, prompt, self.generation_options(options), cancel=cancel)
+
+    def embed(
+        self,
+        spec: str | ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Embeddings:
+        """Embeddings of ``texts`` by the model ``spec`` names (routed as a generation is)."""
+        backend, parsed = self.resolve(spec)
+        return backend.embed(parsed, texts, truncate=truncate, normalize=normalize, cancel=cancel)
 
     def generation_options(self, options: GenerationOptions | None) -> GenerationOptions:
         """A request's options completed from the config's ``[generation]`` table (what the

@@ -1,0 +1,173 @@
+"""Embeddings inside a model runner: a second llama.cpp context on the loaded model's weights.
+
+:class:`EmbeddingContext` is made on the first ``embed`` request, beside the generation
+context, from the same ``llama_model`` (the weights are in memory once; only the context's
+own buffers are new). Its pooling comes from the model's metadata (``{arch}.pooling_type``),
+or is MEAN when the model declares none (a generative model such as Gemma 3 does not; without
+a pooling type llama.cpp would return one vector per token).
+
+Each input is decoded on its own (one ``llama_decode`` per text, its tokens at positions 0..n):
+packing several texts into one decode, as llama-cpp-python's ``Llama.embed`` does, makes a
+text's vector depend on its neighbours in the batch (their KV cells change the summation
+order in the attention: measured on Gemma 3 270M, cosine 0.9999, up to 3e-3 apart per
+component after normalization), so the same text would get different vectors in different
+requests. One decode per text gives the same vector for a text whatever else is asked with
+it, at about the same speed (``benchmarks/bench_embed.py``).
+
+llama.cpp computes every token's logits in embedding mode (all tokens are outputs), which for
+Gemma's 262,144-token vocabulary is most of the work and about 1 GB of buffers per 512 tokens:
+hence the small :data:`EMBEDDING_CONTEXT`. ``truncate`` cuts a longer input to it (Ollama's
+default); without it a longer input is :class:`InvalidRequest` naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..embedding import l2_normalized
+from ..errors import GenerationError, InvalidRequest, UnsupportedOperation
+from .ids import BACKEND
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+EMBEDDING_CONTEXT = 512
+"""The most tokens one input may have (the embedding context's size, and its batch)."""
+
+# enum llama_pooling_type
+POOLING_NONE = 0
+POOLING_MEAN = 1
+POOLING_RANK = 4
+POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
+def declared_pooling(metadata: dict[str, str]) -> int | None:
+    """The pooling type a GGUF declares (``{arch}.pooling_type``), or None."""
+    arch = metadata.get("general.architecture")
+    value = metadata.get(f"{arch}.pooling_type") if arch else None
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def pooling_for(metadata: dict[str, str], model_id: str) -> int:
+    """The pooling to embed with: the declared one, or MEAN when there is none (or NONE)."""
+    declared = declared_pooling(metadata)
+    if declared == POOLING_RANK:
+        raise UnsupportedOperation(
+            f"{model_id} is a reranker (its GGUF declares pooling 'rank'): it scores pairs"
+            " of texts, it does not embed them",
+            model=model_id,
+            backend=BACKEND,
+        )
+    if declared is None or declared == POOLING_NONE or declared not in POOLING_NAMES:
+        return POOLING_MEAN
+    return declared
+
+
+class EmbeddingContext:
+    """A llama.cpp context in embedding mode on ``llama``'s model (which must outlive it:
+    :meth:`close` it first)."""
+
+    def __init__(self, llama: Llama, model_id: str, n_threads: int) -> None:
+        import llama_cpp
+
+        self._lib: Any = llama_cpp
+        self.model_id = model_id
+        self.pooling = pooling_for(llama.metadata, model_id)
+        trained = int(llama_cpp.llama_model_n_ctx_train(llama.model))
+        self.n_ctx = min(EMBEDDING_CONTEXT, trained) if trained > 0 else EMBEDDING_CONTEXT
+        self.n_embd = int(llama.n_embd())
+        self._llama = llama
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.n_ctx
+        params.n_batch = self.n_ctx
+        params.n_ubatch = self.n_ctx  # a whole input in one micro-batch: pooling needs it
+        params.n_seq_max = 1
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.embeddings = True
+        params.pooling_type = self.pooling
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(llama.model, params)
+        if ctx is None:
+            raise GenerationError(
+                f"llama.cpp could not make an embedding context for {model_id}",
+                model=model_id,
+                backend=BACKEND,
+            )
+        self._ctx: Any = ctx
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self._batch: Any = llama_cpp.llama_batch_init(self.n_ctx, 0, 1)
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool) -> tuple[list[list[int]], int]:
+        """Each text's tokens (as ``Llama.embed`` makes them), and how many were cut to the
+        context; :class:`InvalidRequest` naming the first that is too long without
+        ``truncate``, before anything is computed."""
+        tokens: list[list[int]] = []
+        cut = 0
+        for index, text in enumerate(texts):
+            ids = self._llama.tokenize(text.encode("utf-8"))
+            if len(ids) > self.n_ctx:
+                if not truncate:
+                    raise InvalidRequest(
+                        f"embed: input[{index}] has {len(ids)} tokens, more than the"
+                        f" {self.n_ctx} of {self.model_id}'s embedding context: shorten it,"
+                        " or send truncate: true to cut it to fit",
+                        model=self.model_id,
+                        backend=BACKEND,
+                    )
+                ids = ids[: self.n_ctx]
+                cut += 1
+            tokens.append(ids)
+        return tokens, cut
+
+    def embed(
+        self,
+        tokens: Sequence[Sequence[int]],
+        *,
+        normalize: bool,
+        between: Callable[[], None] = lambda: None,
+    ) -> list[list[float]]:
+        """One vector per token list; ``between`` runs before each input (it raises to stop)."""
+        lib, batch = self._lib, self._batch
+        vectors: list[list[float]] = []
+        for index, ids in enumerate(tokens):
+            between()
+            lib.llama_memory_clear(self._memory, True)
+            for position, token in enumerate(ids):
+                batch.token[position] = token
+                batch.pos[position] = position
+                batch.n_seq_id[position] = 1
+                batch.seq_id[position][0] = 0
+                batch.logits[position] = True  # in embedding mode every token is an output
+            batch.n_tokens = len(ids)
+            code = lib.llama_decode(self._ctx, batch)
+            if code != 0:
+                raise GenerationError(
+                    f"llama.cpp could not embed input[{index}] with {self.model_id}"
+                    f" (llama_decode returned {code})",
+                    model=self.model_id,
+                    backend=BACKEND,
+                )
+            pointer = lib.llama_get_embeddings_seq(self._ctx, 0)
+            if not pointer:
+                raise GenerationError(
+                    f"llama.cpp returned no embedding for input[{index}] with {self.model_id}",
+                    model=self.model_id,
+                    backend=BACKEND,
+                )
+            vector = list(pointer[: self.n_embd])
+            vectors.append(l2_normalized(vector) if normalize else vector)
+        lib.llama_memory_clear(self._memory, True)
+        return vectors
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._lib.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
