@@ -42,6 +42,7 @@ from .protocol.requests import (
     AvailableRequest,
     CancelRequest,
     CopyRequest,
+    EmbedRequest,
     GenerateRequest,
     ImportRequest,
     InfoRequest,
@@ -59,6 +60,7 @@ from .protocol.results import (
     AvailableResult,
     CancelResult,
     CopyResult,
+    EmbedResult,
     GenerateResult,
     ImportResult,
     InfoResult,
@@ -513,6 +515,20 @@ class LLMSpellClient:
         return self.send(
             request, GenerateResult, timeout=timeout, on_text=on_text, on_progress=on_progress
         )
+
+    def embed(
+        self,
+        model: str,
+        input: str | builtins.list[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        timeout: float | None = None,
+    ) -> EmbedResult:
+        """Embedding vectors of ``input`` (one text or several: one vector each, in order)."""
+        fields = {"model": model, "input": input, "truncate": truncate, "normalize": normalize}
+        request = validate(EmbedRequest, fields)
+        return self.send(request, EmbedResult, timeout=timeout)
 
     def execute(
         self,
