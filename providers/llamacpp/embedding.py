@@ -91,6 +91,9 @@ class EmbeddingContext:
         params.embeddings = True
         params.pooling_type = self.pooling
         params.no_perf = True
+        # As llama-cpp-python's Llama sets it: llama.cpp's default (auto) turns flash attention
+        # on here, which on this CPU made an input ~4x slower and changed its vector by 1e-2.
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx = llama_cpp.llama_init_from_model(llama.model, params)
         if ctx is None:
             raise GenerationError(
