@@ -26,7 +26,7 @@ def embed(
     texts: Annotated[
         list[str],
         typer.Argument(
-            metavar="TEXT...",
+            metavar="TEXT",
             help="The texts to embed; '-' reads stdin, one text per line (blank lines skipped).",
         ),
     ],
