@@ -6,13 +6,14 @@ own buffers are new). Its pooling comes from the model's metadata (``{arch}.pool
 or is MEAN when the model declares none (a generative model such as Gemma 3 does not; without
 a pooling type llama.cpp would return one vector per token).
 
-Each input is decoded on its own (one ``llama_decode`` per text, its tokens at positions 0..n):
-packing several texts into one decode, as llama-cpp-python's ``Llama.embed`` does, makes a
-text's vector depend on its neighbours in the batch (their KV cells change the summation
-order in the attention: measured on Gemma 3 270M, cosine 0.9999, up to 3e-3 apart per
-component after normalization), so the same text would get different vectors in different
-requests. One decode per text gives the same vector for a text whatever else is asked with
-it, at about the same speed (``benchmarks/bench_embed.py``).
+Inputs are packed into batches as llama-cpp-python's ``Llama.embed`` packs them: as many whole
+inputs as fit in :data:`EMBEDDING_CONTEXT` tokens, each its own sequence, in one
+``llama_decode``. One decode per input was measured too: about as fast on a quiet 2-core
+machine (0.95x), but 0.08-1.6x the speed of packing (median 0.24x) on a busy one, where each
+of the many small decodes waits for llama.cpp's threads to meet. The cost of packing: a text's
+vector depends slightly on what is packed with it: measured on Gemma 3 270M, up to 3e-3 apart per
+component after normalization (cosine 0.9999) from the same text embedded alone. The same
+request always gets the same vectors.
 
 llama.cpp computes every token's logits in embedding mode (all tokens are outputs), which for
 Gemma's 262,144-token vocabulary is most of the work and about 1 GB of buffers per 512 tokens:
@@ -85,7 +86,10 @@ class EmbeddingContext:
         params.n_ctx = self.n_ctx
         params.n_batch = self.n_ctx
         params.n_ubatch = self.n_ctx  # a whole input in one micro-batch: pooling needs it
-        params.n_seq_max = 1
+        params.n_seq_max = self.n_seq_max = min(
+            self.n_ctx, int(llama_cpp.llama_max_parallel_sequences())
+        )
+        params.kv_unified = True  # as Llama(embedding=True) makes it: sequences share the cells
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
         params.embeddings = True
@@ -103,7 +107,7 @@ class EmbeddingContext:
             )
         self._ctx: Any = ctx
         self._memory = llama_cpp.llama_get_memory(ctx)
-        self._batch: Any = llama_cpp.llama_batch_init(self.n_ctx, 0, 1)
+        self._batch: Any = llama_cpp.llama_batch_init(self.n_ctx, 0, self.n_seq_max)
 
     def tokenize(self, texts: Sequence[str], *, truncate: bool) -> tuple[list[list[int]], int]:
         """Each text's tokens (as ``Llama.embed`` makes them), and how many were cut to the
@@ -134,37 +138,62 @@ class EmbeddingContext:
         normalize: bool,
         between: Callable[[], None] = lambda: None,
     ) -> list[list[float]]:
-        """One vector per token list; ``between`` runs before each input (it raises to stop)."""
-        lib, batch = self._lib, self._batch
+        """One vector per token list, in order; ``between`` runs before each decode (it raises
+        to stop)."""
         vectors: list[list[float]] = []
-        for index, ids in enumerate(tokens):
+        group: list[Sequence[int]] = []
+        size = 0
+        for ids in tokens:
+            if group and (size + len(ids) > self.n_ctx or len(group) >= self.n_seq_max):
+                between()
+                vectors += self._decode(group, len(vectors), normalize)
+                group, size = [], 0
+            group.append(ids)
+            size += len(ids)
+        if group:
             between()
-            lib.llama_memory_clear(self._memory, True)
+            vectors += self._decode(group, len(vectors), normalize)
+        self._lib.llama_memory_clear(self._memory, True)
+        return vectors
+
+    def _decode(
+        self, group: Sequence[Sequence[int]], first: int, normalize: bool
+    ) -> list[list[float]]:
+        """The vectors of ``group`` (inputs ``first``... of the request), in one decode."""
+        lib, batch = self._lib, self._batch
+        lib.llama_memory_clear(self._memory, True)
+        row = 0
+        for seq, ids in enumerate(group):
             for position, token in enumerate(ids):
-                batch.token[position] = token
-                batch.pos[position] = position
-                batch.n_seq_id[position] = 1
-                batch.seq_id[position][0] = 0
-                batch.logits[position] = True  # in embedding mode every token is an output
-            batch.n_tokens = len(ids)
-            code = lib.llama_decode(self._ctx, batch)
-            if code != 0:
-                raise GenerationError(
-                    f"llama.cpp could not embed input[{index}] with {self.model_id}"
-                    f" (llama_decode returned {code})",
-                    model=self.model_id,
-                    backend=BACKEND,
-                )
-            pointer = lib.llama_get_embeddings_seq(self._ctx, 0)
+                batch.token[row] = token
+                batch.pos[row] = position
+                batch.n_seq_id[row] = 1
+                batch.seq_id[row][0] = seq
+                batch.logits[row] = True  # in embedding mode every token is an output
+                row += 1
+        batch.n_tokens = row
+        code = lib.llama_decode(self._ctx, batch)
+        last = first + len(group) - 1
+        where = f"input[{first}]" if last == first else f"inputs[{first}..{last}]"
+        if code != 0:
+            raise GenerationError(
+                f"llama.cpp could not embed {where} with {self.model_id}"
+                f" (llama_decode returned {code})",
+                model=self.model_id,
+                backend=BACKEND,
+            )
+        vectors = []
+        for seq in range(len(group)):
+            pointer = lib.llama_get_embeddings_seq(self._ctx, seq)
             if not pointer:
                 raise GenerationError(
-                    f"llama.cpp returned no embedding for input[{index}] with {self.model_id}",
+                    f"llama.cpp returned no embedding for input[{first + seq}] with"
+                    f" {self.model_id}",
                     model=self.model_id,
                     backend=BACKEND,
                 )
             vector = list(pointer[: self.n_embd])
             vectors.append(l2_normalized(vector) if normalize else vector)
-        lib.llama_memory_clear(self._memory, True)
         return vectors
 
     def close(self) -> None:
