@@ -24,6 +24,7 @@ SCRIPTS = (
     "pull",
     "memory",
     "cli",
+    "embed",
 )
 
 
