@@ -193,7 +193,7 @@ def judge(report: Report) -> None:
     if not r["backend_texts_per_second"]["n"]:
         return  # quick: only the two judged sides ran
     report.notes.append(
-        f"embed: the backend in-process (runner, no kernel) made"
+        f"the backend in-process (runner, no kernel) made"
         f" {r['backend_texts_per_second']['median']:.1f} texts/s, raw llama-cpp-python one"
         f" text per call {r['raw_one_text_per_call_texts_per_second']['median']:.1f}; the"
         f" kernel's vectors differ from raw Llama.embed's packed batches by up to"
