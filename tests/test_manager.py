@@ -262,5 +262,6 @@ def test_public_api_is_exactly_all() -> None:
         "validation",
         "tls",
         "leftovers",
+        "embedding",
     }
     assert exported - modules == set(providers.__all__)
