@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,6 +190,31 @@ def test_a_cancelled_embed_raises_cancelled(backend: LlamaCppBackend) -> None:
     with pytest.raises(Cancelled):
         backend.embed(SPEC, TEXTS, cancel=cancel)
     assert len(backend.embed(SPEC, [CAT]).vectors) == 1  # the model is free again
+
+
+def test_a_runner_killed_while_embedding_is_an_error_and_the_next_request_works(
+    backend: LlamaCppBackend, alone: list[list[float]]
+) -> None:
+    pids = [row.model.pid for row in backend.cache.snapshot()]
+    assert len(pids) == 1
+    outcome: list[BaseException | None] = []
+
+    def embed_long() -> None:
+        try:
+            backend.embed(SPEC, ["word " * 400] * 8)  # seconds of work
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=embed_long)
+    thread.start()
+    time.sleep(0.5)
+    os.kill(pids[0], signal.SIGKILL)
+    thread.join(60)
+    error = outcome[0]
+    assert isinstance(error, GenerationError), error
+    assert "crashed (killed by SIGKILL) while embedding" in error.message
+    assert backend.embed(SPEC, [CAT]).vectors == alone[:1]  # a new runner, the same vector
 
 
 def test_pooling_comes_from_the_metadata_or_is_mean() -> None:
