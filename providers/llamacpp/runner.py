@@ -232,7 +232,7 @@ class Runner:
         cancel: threading.Event | None,
     ) -> Embedded:
         """One vector per text, computed in the runner (the caller holds the model's turn);
-        ``cancel`` stops it between two inputs."""
+        ``cancel`` stops it between two batches."""
         gid = next(self._ids)
         inbox = self._open(gid)
         ended = False

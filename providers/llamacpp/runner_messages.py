@@ -9,7 +9,7 @@ another runs ends the other (its stream was preempted or abandoned on the kernel
 messages about a generation that has ended are ignored by both sides.
 
 Embeddings: :class:`Embed` → :class:`Embedded` or :class:`Failed`, under the same id rules (a
-:class:`Cancel` stops it between two inputs).
+:class:`Cancel` stops it between two batches).
 """
 
 from __future__ import annotations
