@@ -192,6 +192,31 @@ def test_a_cancelled_embed_raises_cancelled(backend: LlamaCppBackend) -> None:
     assert len(backend.embed(SPEC, [CAT]).vectors) == 1  # the model is free again
 
 
+def test_a_cancel_stops_an_embed_between_batches_and_keeps_the_runner(
+    backend: LlamaCppBackend,
+) -> None:
+    pids = {row.model.pid for row in backend.cache.snapshot()}
+    cancel = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def embed_long() -> None:
+        try:
+            backend.embed(SPEC, ["word " * 400] * 8, cancel=cancel)  # 8 batches
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=embed_long)
+    thread.start()
+    time.sleep(0.5)
+    cancel.set()
+    thread.join(30)
+    assert isinstance(outcome[0], Cancelled), outcome
+    assert "did not stop" not in outcome[0].message  # the runner answered the cancel
+    assert {row.model.pid for row in backend.cache.snapshot()} == pids
+    assert len(backend.embed(SPEC, [CAT]).vectors) == 1
+
+
 def test_a_runner_killed_while_embedding_is_an_error_and_the_next_request_works(
     backend: LlamaCppBackend, alone: list[list[float]]
 ) -> None:
