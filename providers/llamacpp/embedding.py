@@ -16,9 +16,11 @@ component after normalization (cosine 0.9999) from the same text embedded alone.
 request always gets the same vectors.
 
 llama.cpp computes every token's logits in embedding mode (all tokens are outputs), which for
-Gemma's 262,144-token vocabulary is most of the work and about 1 GB of buffers per 512 tokens:
-hence the small :data:`EMBEDDING_CONTEXT`. ``truncate`` cuts a longer input to it (Ollama's
-default); without it a longer input is :class:`InvalidRequest` naming it.
+Gemma's 262,144-token vocabulary is most of the work and about 1 GB of buffers per 512 tokens
+(a runner's RSS: 430 MiB, then 1,463 MiB after full batches, until the model is unloaded; the
+memory check before a load does not count it): hence the small :data:`EMBEDDING_CONTEXT`.
+``truncate`` cuts a longer input to it (Ollama's default); without it a longer input is
+:class:`InvalidRequest` naming it.
 """
 
 from __future__ import annotations
