@@ -25,6 +25,7 @@ SCRIPTS = (
     "pull",
     "memory",
     "cli",
+    "embed",
 )
 
 

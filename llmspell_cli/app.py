@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from providers.errors import LLMSpellError
 
 from . import signals
-from .commands import chat, kernel, logs, model, run
+from .commands import chat, embed, kernel, logs, model, run
 from .context import CliState
 from .generation_flags import join_option_pairs
 from .help_format import hide_flag_types
@@ -113,6 +113,7 @@ app.add_typer(kernel.app, name="kernel")
 app.add_typer(logs.app, name="logs")
 run.register(app)
 chat.register(app)
+embed.register(app)
 
 
 def _version(value: bool) -> None:

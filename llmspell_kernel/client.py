@@ -42,6 +42,7 @@ from .protocol import PROGRESS_TYPE, REQUEST_TYPE, STREAM_TYPE
 from .protocol.requests import (
     CancelRequest,
     CopyRequest,
+    EmbedRequest,
     GenerateRequest,
     ImportRequest,
     LoadRequest,
@@ -54,6 +55,7 @@ from .protocol.requests import (
 from .protocol.results import (
     CancelResult,
     CopyResult,
+    EmbedResult,
     GenerateResult,
     ImportResult,
     LoadResult,
@@ -532,6 +534,20 @@ class LLMSpellClient(Queries):
         return self.send(
             request, GenerateResult, timeout=timeout, on_text=on_text, on_progress=on_progress
         )
+
+    def embed(
+        self,
+        model: str,
+        input: str | builtins.list[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        timeout: float | None = None,
+    ) -> EmbedResult:
+        """Embedding vectors of ``input`` (one text or several: one vector each, in order)."""
+        fields = {"model": model, "input": input, "truncate": truncate, "normalize": normalize}
+        request = validate(EmbedRequest, fields)
+        return self.send(request, EmbedResult, timeout=timeout)
 
     def execute(
         self,

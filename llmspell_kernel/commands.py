@@ -26,6 +26,7 @@ from providers.types import Metrics, Progress, ProgressCallback
 from .protocol.requests import (
     AvailableRequest,
     CopyRequest,
+    EmbedRequest,
     GenerateRequest,
     ImportRequest,
     InfoRequest,
@@ -41,6 +42,7 @@ from .protocol.requests import (
 from .protocol.results import (
     AvailableResult,
     CopyResult,
+    EmbedResult,
     GenerateResult,
     ImportResult,
     InfoResult,
@@ -255,6 +257,24 @@ def _generate(manager: ProviderManager, request: GenerateRequest, op: Operation)
             op.publish_stream({"model": model, "text": text})
 
 
+def _embed(manager: ProviderManager, request: EmbedRequest, op: Operation) -> EmbedResult:
+    backend, spec = manager.resolve(request.model)
+    op.model = str(spec)
+    done = backend.embed(
+        spec,
+        request.input,
+        truncate=request.truncate,
+        normalize=request.normalize,
+        cancel=op.cancel,
+    )
+    return EmbedResult(
+        model=str(spec),
+        embeddings=done.vectors,
+        dimensions=done.dimensions,
+        metrics=done.metrics,
+    )
+
+
 def run_local(
     manager: ProviderManager, request: Request, progress: ProgressCallback | None = None
 ) -> Result:
@@ -277,4 +297,5 @@ _HANDLERS: dict[type[Request], Callable[[ProviderManager, Any, Operation], Resul
     UnloadRequest: _unload,
     PsRequest: _ps,
     GenerateRequest: _generate,
+    EmbedRequest: _embed,
 }

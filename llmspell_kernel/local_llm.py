@@ -8,6 +8,7 @@ display well and can be indexed without importing anything.
 
 from __future__ import annotations
 
+import builtins
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ from providers.types import ProgressCallback
 from .commands import run_local
 from .protocol.requests import (
     AvailableRequest,
+    EmbedRequest,
     GenerateRequest,
     ImportRequest,
     InfoRequest,
@@ -185,6 +187,26 @@ class LocalLLM:
 
     def unload(self, spec: str) -> Row:
         return self.run(UnloadRequest, {"model": spec}).content()
+
+    # Embeddings -------------------------------------------------------------------------------
+
+    def embed(
+        self,
+        texts: str | builtins.list[str],
+        model: str | None = None,
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+    ) -> builtins.list[builtins.list[float]]:
+        """Embedding vectors of ``texts``: one list of floats per text, in order (a single
+        string gives a list holding one vector). ``model`` defaults to the default model;
+        vectors have length 1 unless ``normalize=False``; ``truncate=False`` refuses a text
+        longer than the model's embedding context instead of cutting it."""
+        spec = self.require_model(model, "pass model=..., or LocalLLM.set_default_model(...)")
+        fields = {"model": spec, "input": texts, "truncate": truncate, "normalize": normalize}
+        result = self.run(EmbedRequest, fields).content()
+        vectors: builtins.list[builtins.list[float]] = result["embeddings"]
+        return vectors
 
 
 class ProgressLine:

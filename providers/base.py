@@ -18,6 +18,7 @@ from .types import (
     AvailableModel,
     BackendHealth,
     ChunkStream,
+    Embeddings,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -108,6 +109,19 @@ class Backend(Protocol):
         cancel: threading.Event | None = None,
     ) -> ChunkStream:
         """Continue ``prompt`` (no template), streamed; ``cancel`` as for :meth:`chat`."""
+        ...
+
+    def embed(
+        self,
+        spec: ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Embeddings:
+        """One embedding vector per text, in order (see :mod:`providers.embedding` for
+        ``truncate`` and ``normalize``). Empty input is :class:`InvalidRequest`."""
         ...
 
     def close(self) -> None:

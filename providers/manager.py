@@ -27,6 +27,7 @@ from .types import (
     AvailableModel,
     BackendHealth,
     ChunkStream,
+    Embeddings,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -381,6 +382,19 @@ class ProviderManager:
         options = self.generation_options(options)
         stream = backend.complete(parsed, prompt, options, cancel=cancel)
         return checked(stream, options, str(parsed))
+
+    def embed(
+        self,
+        spec: str | ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Embeddings:
+        """Embeddings of ``texts`` by the model ``spec`` names (routed as a generation is)."""
+        backend, parsed = self.resolve(spec)
+        return backend.embed(parsed, texts, truncate=truncate, normalize=normalize, cancel=cancel)
 
     def generation_options(self, options: GenerationOptions | None) -> GenerationOptions:
         """A request's options completed from the config's ``[generation]`` table (what the

@@ -230,3 +230,38 @@ class ChunkStream(Protocol):
     def __next__(self) -> Chunk: ...
 
     def close(self) -> None: ...
+
+
+# Embeddings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbedMetrics:
+    """Final numbers of one ``embed``. Durations in seconds."""
+
+    prompt_tokens: int = 0
+    """Tokens of every input together (after truncation)."""
+    load_seconds: float = 0.0
+    total_seconds: float = 0.0
+    queue_seconds: float = 0.0
+    """How long the request waited for the model (busy with other requests); included in
+    ``total_seconds``."""
+    truncated_inputs: int = 0
+    """Inputs cut to the embedding context (``truncate``); None of them with ``truncate``
+    false, which refuses a long input instead."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _as_dict(self)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """What a backend's ``embed`` returns: one vector per input, in the inputs' order."""
+
+    model: str
+    vectors: list[list[float]]
+    metrics: EmbedMetrics = field(default_factory=EmbedMetrics)
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.vectors[0]) if self.vectors else 0

@@ -288,6 +288,20 @@ def examples(ex: Exchange, kernel_info: Json, gemma: Path, hub: Any) -> list[str
     )
 
     section(
+        "embed",
+        "Since 1.2. One vector per input, in order (each cut to two numbers here); `normalize`"
+        " (default true) gives them length 1, and the model's runner computes them in an"
+        " embedding context beside its generation one, on the same weights.",
+    )
+    show(
+        {
+            "command": "embed",
+            "model": "gemma3-270m",
+            "input": ["The cat sat on the mat.", "A cat is sitting on a mat."],
+        }
+    )
+
+    section(
         "cancel",
         "Normally sent on the control channel (answered at once however busy the shells are);"
         " a shell takes it too. This request is not running, so nothing is cancelled.",
@@ -340,6 +354,8 @@ def examples(ex: Exchange, kernel_info: Json, gemma: Path, hub: Any) -> list[str
     show({"command": "info"}, "error")
     out.append("A wrong type:\n")
     show({"command": "pull", "model": "tinyllama", "force": "yes"}, "error")
+    out.append("An empty input to embed:\n")
+    show({"command": "embed", "model": "gemma3-270m", "input": ["A text.", " "]}, "error")
     out.append("A bad spec:\n")
     show({"command": "info", "model": "../etc/passwd"}, "error")
     out.append("A model that is not installed:\n")

@@ -109,8 +109,8 @@ def table() -> str:
         "`generate` options (all optional, finite numbers only): " + ", ".join(options) + ".",
         "",
         "The value objects (`ModelRow`, `ModelInfo`, `BackendHealth`, `LoadedModel`,"
-        " `AvailableModel`, `Metrics`, `Message`, `GenerationOptions`) and every field's type"
-        " are in "
+        " `AvailableModel`, `Metrics`, `EmbedMetrics`, `Message`, `GenerationOptions`) and every"
+        " field's type are in "
         "[protocol.schema.json](protocol.schema.json).",
         "",
         END,

@@ -30,6 +30,7 @@ EXAMPLES = (
     "local_llm_comparison.ipynb",
     "local_llm_model_info.ipynb",
     "local_llm_extraction.ipynb",
+    "local_llm_embeddings.ipynb",
 )
 """The example notebooks committed with the outputs of a real run (smoke.ipynb is not one)."""
 GEMMA_ID = "gemma3-270m"

@@ -154,6 +154,24 @@ class Runner(Protocol):
         ``output`` is the request's ``format`` (``"json"`` or a JSON Schema), if any."""
         ...
 
+    def embed(self, texts: list[str], truncate: bool) -> tuple[list[list[float]], int, int]:
+        """Normalized vectors of ``texts``, their token count and the load's nanoseconds;
+        :class:`EmbedTooLong` for an input longer than the context without ``truncate``."""
+        ...
+
+
+EMBED_CONTEXT = 512
+"""The stand-in's embedding context (tokens); a longer input is cut, or refused."""
+
+
+class EmbedTooLong(Exception):
+    """An input longer than the embedding context, with ``truncate`` false."""
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = sum(x * x for x in vector) ** 0.5
+    return [x / norm for x in vector] if norm else vector
+
 
 class ScriptedRunner:
     """Generation without a model: the words of :attr:`ANSWER`, one piece each, honouring
@@ -204,6 +222,18 @@ class ScriptedRunner:
             "eval_duration": end - started,
         }
 
+    def embed(self, texts: list[str], truncate: bool) -> tuple[list[list[float]], int, int]:
+        """Eight numbers from each text's sha256 (a word is a token), normalized."""
+        vectors, tokens = [], 0
+        for text in texts:
+            words = len(text.split())
+            if words > EMBED_CONTEXT and not truncate:
+                raise EmbedTooLong
+            tokens += min(words, EMBED_CONTEXT)
+            digest = hashlib.sha256(text.encode()).digest()
+            vectors.append(_unit([b - 127.5 for b in digest[:8]]))
+        return vectors, tokens, 0
+
 
 class GemmaRunner:
     """Real generation with the Gemma 3 270M GGUF; loaded on first use, one request at a time."""
@@ -212,6 +242,7 @@ class GemmaRunner:
         self.model_path = model_path
         self._lock = threading.Lock()
         self._llm: Any = None
+        self._embedder: Any = None
 
     def _ensure_loaded(self) -> int:
         """Load the model if needed (lock held); returns the nanoseconds spent loading."""
@@ -235,6 +266,37 @@ class GemmaRunner:
     def load(self) -> int:
         with self._lock:
             return self._ensure_loaded()
+
+    def embed(self, texts: list[str], truncate: bool) -> tuple[list[list[float]], int, int]:
+        """Mean-pooled, normalized vectors of raw llama-cpp-python (its own embedding model,
+        loaded on first use), one text at a time as Ollama's runner evaluates them."""
+        with self._lock:
+            load_ns = 0
+            if self._embedder is None:
+                import llama_cpp
+
+                prepare_llama_cpp()
+                started = time.perf_counter_ns()
+                self._embedder = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    embedding=True,
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                    n_ctx=EMBED_CONTEXT,
+                    n_batch=EMBED_CONTEXT,
+                    n_ubatch=EMBED_CONTEXT,
+                    n_threads=2,
+                    verbose=False,
+                )
+                load_ns = time.perf_counter_ns() - started
+            llm = self._embedder
+            vectors, tokens = [], 0
+            for text in texts:
+                count = len(llm.tokenize(text.encode("utf-8")))
+                if count > EMBED_CONTEXT and not truncate:
+                    raise EmbedTooLong
+                tokens += min(count, EMBED_CONTEXT)
+                vectors.append(llm.embed(text, normalize=True, truncate=True))
+            return vectors, tokens, load_ns
 
     def chat_prompt(self, messages: list[Json]) -> str:
         from llama_cpp.llama_chat_format import format_gemma
@@ -455,6 +517,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("GET", "/api/ps"): self._ps,
             ("POST", "/api/generate"): self._generate,
             ("POST", "/api/chat"): self._chat,
+            ("POST", "/api/embed"): self._embed,
         }
         route = routes.get((method, path))
         if route is None:
@@ -717,6 +780,48 @@ class _Handler(BaseHTTPRequestHandler):
             final = {**piece_line("".join(pieces)), "done": True, **stats}
             self._settle(model.name, keep, final)
             self._json(200, final)
+
+    # Embeddings --------------------------------------------------------------------------------
+
+    def _embed(self, body: Json) -> None:
+        """``POST /api/embed``: ``input`` a string or a list of them → ``embeddings`` (one
+        normalized vector each), ``total_duration``, ``load_duration``, ``prompt_eval_count``;
+        an input longer than the context with ``truncate: false`` is a 400, an unknown model
+        a 404 ``model "x" not found, try pulling it first``."""
+        standin = self.standin
+        model = self._model(body)
+        if model is None:
+            name = body.get("model")
+            self._json(404, {"error": f'model "{name}" not found, try pulling it first'})
+            return
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            self._json(400, {"error": "invalid input type"})
+            return
+        if not texts or any(not t for t in texts):
+            self._json(400, {"error": "input is empty"})  # as Ollama refuses ""
+            return
+        runner = standin.runner
+        assert runner is not None, "the stand-in has no model runner"
+        started = time.perf_counter_ns()
+        try:
+            vectors, tokens, load_ns = runner.embed(texts, bool(body.get("truncate", True)))
+        except EmbedTooLong:
+            self._json(400, {"error": "the input length exceeds the context length"})
+            return
+        with standin.lock:
+            standin.loaded[model.name] = time.time() + (keep_alive_seconds(None) or 0)
+        self._json(
+            200,
+            {
+                "model": model.name,
+                "embeddings": vectors,
+                "total_duration": time.perf_counter_ns() - started,
+                "load_duration": load_ns,
+                "prompt_eval_count": tokens,
+            },
+        )
 
     def _settle(self, name: str, keep: float | None, final: Json) -> None:
         """Record a finished generation (before it is sent, so tests see it once answered)."""

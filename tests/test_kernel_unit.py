@@ -51,6 +51,7 @@ def test_every_command_of_the_spec_is_known() -> None:
         "cancel",
         "lease",
         "copy",
+        "embed",
     }
 
 

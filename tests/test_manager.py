@@ -263,5 +263,6 @@ def test_public_api_is_exactly_all() -> None:
         "tls",
         "leftovers",
         "structured",
+        "embedding",
     }
     assert exported - modules == set(providers.__all__)

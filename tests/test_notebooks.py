@@ -93,6 +93,11 @@ def test_notebook_executes_without_errors(name: str, env: NotebookEnv) -> None:
     elif name == "local_llm_model_info.ipynb":
         assert "chat_template: family:gemma" in printed
         assert "generated_tokens: " in printed
+    elif name == "local_llm_embeddings.ipynb":
+        assert "30 vectors of 640 numbers" in printed and "length of the first: 1.0" in printed
+        assert printed.count("ok: ") == 5 and "MISSED" not in printed  # each question's topic
+        charts = [o for c in cells for o in c.outputs if "image/svg+xml" in o.get("data", {})]
+        assert len(charts) == 2 and all("<rect" in c["data"]["image/svg+xml"] for c in charts)
 
 
 def test_kernel_install_user_makes_llmspell_appear_in_jupyter_kernelspec_list(

@@ -9,8 +9,8 @@ from .requests import REQUESTS, Request, command_of, parse_request, validate
 from .results import RESULTS, Result
 
 PROTOCOL_VERSION = "1.2"
-"""1.1 added ``cancel`` and ``lease``, and ``ps`` ``requests``; every 1.0 request means what it
-meant."""
+"""1.1 added ``cancel`` and ``lease``, and ``ps`` ``requests``; 1.2 added ``embed`` and the
+generation option ``format``. Every earlier request means what it meant."""
 REQUEST_TYPE = "model_request"
 REPLY_TYPE = "model_reply"
 PROGRESS_TYPE = "model_progress"

@@ -17,11 +17,13 @@ from typing import Annotated, Any, ClassVar, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -177,6 +179,49 @@ class GenerateRequest(Request):
         return self
 
 
+def _one_or_more(value: Any) -> Any:
+    """``input``: a string is one text; a string or a list, else an error saying so."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError(f"must be a string or a list of strings, not {json_type(value)}")
+    return value
+
+
+Inputs = Annotated[
+    list[Text],
+    BeforeValidator(_one_or_more),
+    Field(min_length=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+            ],
+            "description": "One text, or a list of texts (one vector each, in order).",
+        }
+    ),
+]
+
+
+class EmbedRequest(Request):
+    """Embedding vectors of one text or several (one vector each, in order). Since 1.2."""
+
+    command: ClassVar[str] = "embed"
+    model: Spec
+    input: Inputs
+    truncate: StrictBool = Field(
+        default=True,
+        description="Cut an input longer than the model's embedding context to fit (as"
+        " Ollama's /api/embed); false refuses it with InvalidRequest naming the input.",
+    )
+    normalize: StrictBool = Field(
+        default=True, description="Scale each vector to length 1 (a dot product is the cosine)."
+    )
+
+
 class CancelRequest(Request):
     """Cancel one running model request (or, without ``request``, every one) and nothing
     else: other requests and running cells go on. Answered at once on the control channel
@@ -217,6 +262,7 @@ REQUESTS: dict[str, type[Request]] = {
         GenerateRequest,
         CancelRequest,
         LeaseRequest,
+        EmbedRequest,
     )
 }
 """Every command, by name, in the order the docs list them."""

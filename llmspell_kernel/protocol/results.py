@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from providers.types import (
     AvailableModel,
     BackendHealth,
+    EmbedMetrics,
     LoadedModel,
     Metrics,
     ModelInfo,
@@ -173,6 +174,14 @@ class LeaseResult(Result):
     running: list[str] = Field(description="This client's model requests still running.")
 
 
+class EmbedResult(Result):
+    command: ClassVar[str] = "embed"
+    model: str = Field(description="The resolved spec, e.g. gemma3-270m@llamacpp.")
+    embeddings: list[list[float]] = Field(description="One vector per input, in order.")
+    dimensions: int = Field(description="The length of each vector.")
+    metrics: EmbedMetrics
+
+
 RESULTS: dict[str, type[Result]] = {
     model.command: model
     for model in (
@@ -190,6 +199,7 @@ RESULTS: dict[str, type[Result]] = {
         GenerateResult,
         CancelResult,
         LeaseResult,
+        EmbedResult,
     )
 }
 """The result model of every command, by name."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..embedding import check_inputs
 from ..errors import InvalidRequest, LLMSpellError, ModelLoadError, ModelNotFound
 from ..options import with_defaults
 from ..spec import ModelSpec, parse_spec
@@ -35,6 +36,8 @@ from ..types import (
     BackendHealth,
     Chunk,
     ChunkStream,
+    Embeddings,
+    EmbedMetrics,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -406,6 +409,47 @@ class LlamaCppBackend:
                     chunks.close()
             finally:
                 turn.leave()
+
+    # Embeddings ---------------------------------------------------------------------------
+
+    def embed(
+        self,
+        spec: ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Embeddings:
+        """One vector per text, from the runner's embedding context (see :mod:`.embedding`);
+        it takes its turn on the model like a generation."""
+        inputs = tuple(check_inputs(texts))
+        model = self._find(spec)
+        requested = time.perf_counter()
+        with self._acquire(model, None, None) as lease:
+            turn = lease.entry.turns.join()
+            try:
+                ahead = turn.wait(last=0)
+                while ahead:  # the model is busy: wait for our turn, cancellable
+                    check_cancel("embedding with", model.id, cancel)
+                    ahead = turn.wait(last=ahead)
+                check_cancel("embedding with", model.id, cancel)
+                queued = max(time.perf_counter() - requested - lease.load_seconds, 0.0)
+                runner: Runner = lease.model
+                done = runner.embed(inputs, truncate=truncate, normalize=normalize, cancel=cancel)
+            finally:
+                turn.leave()
+        return Embeddings(
+            model=model.id,
+            vectors=done.vectors,
+            metrics=EmbedMetrics(
+                prompt_tokens=done.prompt_tokens,
+                load_seconds=round(lease.load_seconds, 6),
+                total_seconds=round(time.perf_counter() - requested, 6),
+                queue_seconds=round(queued, 6),
+                truncated_inputs=done.truncated,
+            ),
+        )
 
     # Helpers ------------------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ from .runner_messages import (
     ChatRequest,
     CompletionRequest,
     Credit,
+    Embed,
+    Embedded,
     Failed,
     Finished,
     FromRunner,
@@ -219,8 +221,55 @@ class Runner:
                 self._abandon(gid, inbox)
             self._shut(gid)
 
+    # Embedding ----------------------------------------------------------------------------
+
+    def embed(
+        self,
+        texts: tuple[str, ...],
+        *,
+        truncate: bool,
+        normalize: bool,
+        cancel: threading.Event | None,
+    ) -> Embedded:
+        """One vector per text, computed in the runner (the caller holds the model's turn);
+        ``cancel`` stops it between two batches."""
+        gid = next(self._ids)
+        inbox = self._open(gid)
+        ended = False
+        try:
+            self._send(Embed(gid, texts, truncate, normalize))
+            while True:
+                if cancel is not None and cancel.is_set():
+                    ended = True
+                    if self._settled(gid, inbox):
+                        raise Cancelled(
+                            f"embedding with {self.model_id} interrupted",
+                            model=self.model_id,
+                            backend=BACKEND,
+                        )
+                    raise Cancelled(
+                        f"embedding with {self.model_id} interrupted (its runner did not stop"
+                        f" within {CANCEL_GRACE:g} s, inside llama.cpp, and was stopped)",
+                        model=self.model_id,
+                        backend=BACKEND,
+                    )
+                message = self._next(inbox, None, "while embedding")
+                if isinstance(message, Embedded):
+                    ended = True
+                    return message
+                if isinstance(message, Failed):
+                    ended = True
+                    raise message.error
+        finally:
+            if not ended:
+                self._abandon(gid, inbox)
+            self._shut(gid)
+
     def _next(
-        self, inbox: queue.SimpleQueue[FromRunner | _Dead], deadline: float | None
+        self,
+        inbox: queue.SimpleQueue[FromRunner | _Dead],
+        deadline: float | None,
+        when: str = "while generating",
     ) -> FromRunner | None:
         """The runner's next message about a generation, or None after :data:`POLL_SECONDS`
         (the runner is stopped once ``deadline`` has passed)."""
@@ -239,7 +288,7 @@ class Runner:
                 ) from None
             return None
         if isinstance(message, _Dead):
-            raise self._crash(GenerationError, "while generating")
+            raise self._crash(GenerationError, when)
         return message
 
     def _cancel(self, gid: int, inbox: queue.SimpleQueue[FromRunner | _Dead]) -> LLMSpellError:
@@ -277,7 +326,7 @@ class Runner:
                 break
             if isinstance(message, _Dead):
                 return False
-            if isinstance(message, Finished | Failed):
+            if isinstance(message, Finished | Embedded | Failed):
                 return True
         log.warning(
             "the runner of %s did not stop within %g s: killing it", self.model_id, CANCEL_GRACE

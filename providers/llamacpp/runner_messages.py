@@ -7,6 +7,9 @@ load; for each generation :class:`Prompted`, :class:`Piece` s, then :class:`Fini
 :class:`Failed`. A runner runs one generation at a time: a :class:`Generate` that arrives while
 another runs ends the other (its stream was preempted or abandoned on the kernel's side), and
 messages about a generation that has ended are ignored by both sides.
+
+Embeddings: :class:`Embed` → :class:`Embedded` or :class:`Failed`, under the same id rules (a
+:class:`Cancel` stops it between two batches).
 """
 
 from __future__ import annotations
@@ -77,6 +80,16 @@ class Cancel:
 
 
 @dataclass(frozen=True)
+class Embed:
+    """Embed ``texts`` (checked non-empty by the kernel), in the runner's embedding context."""
+
+    id: int
+    texts: tuple[str, ...]
+    truncate: bool
+    normalize: bool
+
+
+@dataclass(frozen=True)
 class Stop:
     """End the runner (its model's memory returns to the system)."""
 
@@ -113,14 +126,23 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    id: int
+    vectors: list[list[float]]
+    prompt_tokens: int
+    truncated: int
+    """How many inputs were cut to the embedding context."""
+
+
+@dataclass(frozen=True)
 class Failed:
     id: int | None
     """None: the load failed."""
     error: LLMSpellError
 
 
-ToRunner = Load | Generate | Credit | Cancel | Stop
-FromRunner = Loaded | Prompted | Piece | Finished | Failed
+ToRunner = Load | Generate | Embed | Credit | Cancel | Stop
+FromRunner = Loaded | Prompted | Piece | Finished | Embedded | Failed
 
 
 def generation_id(message: Any) -> int | None:

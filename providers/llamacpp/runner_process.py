@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import Cancelled, LLMSpellError, ModelLoadError
 from ..types import Chunk
+from .embedding import EmbeddingContext
 from .generation import (
     REPEAT_LAST_N,
     REUSE_BATCH,
@@ -44,6 +45,8 @@ from .runner_messages import (
     ChatRequest,
     CompletionRequest,
     Credit,
+    Embed,
+    Embedded,
     Failed,
     Finished,
     Generate,
@@ -139,10 +142,15 @@ def builder(request: ChatRequest | CompletionRequest) -> PromptBuilder:
 class Server:
     """Generations with one loaded model, as the kernel asks for them."""
 
-    def __init__(self, connection: Connection, model_id: str, llama: Llama) -> None:
+    def __init__(
+        self, connection: Connection, model_id: str, llama: Llama, n_threads: int = 1
+    ) -> None:
         self.connection = connection
         self.model_id = model_id
         self.llama = llama
+        self.n_threads = n_threads
+        self.embedding: EmbeddingContext | None = None
+        """Made on the first :class:`Embed` (most runners never embed)."""
 
     def serve(self) -> None:
         """Until :class:`Stop` or the kernel's end of the socket closes."""
@@ -154,6 +162,8 @@ class Server:
                 return
             if isinstance(message, Generate):
                 waiting = self.generate(message)
+            elif isinstance(message, Embed):
+                waiting = self.embed(message)
             # Credits and cancels of generations that ended are late: nothing to do.
 
     def generate(self, request: Generate) -> ToRunner | None:
@@ -213,6 +223,42 @@ class Server:
             send(Failed(request.id, exc))
         return None
 
+    def embed(self, request: Embed) -> ToRunner | None:
+        """Embed the request's texts; returns a :class:`Generate`, :class:`Embed` or
+        :class:`Stop` that arrived meanwhile and ended it (as :meth:`generate` does)."""
+        send = self.connection.send
+        arrived: list[ToRunner] = []
+
+        def between() -> None:
+            # What the kernel sent meanwhile: a cancel of this request, or the next request.
+            while self.connection.poll(0):
+                message = self._receive()
+                if isinstance(message, Cancel) and message.id == request.id:
+                    raise Cancelled(
+                        f"embedding with {self.model_id} interrupted",
+                        model=self.model_id,
+                        backend=BACKEND,
+                    )
+                if isinstance(message, Generate | Embed | Stop):
+                    arrived.append(message)
+                    raise _preempted(self.model_id)
+
+        try:
+            if self.embedding is None:
+                self.embedding = EmbeddingContext(self.llama, self.model_id, self.n_threads)
+            tokens, cut = self.embedding.tokenize(request.texts, truncate=request.truncate)
+            vectors = self.embedding.embed(tokens, normalize=request.normalize, between=between)
+            send(Embedded(request.id, vectors, sum(map(len, tokens)), cut))
+        except LLMSpellError as exc:
+            send(Failed(request.id, exc))
+        return arrived[0] if arrived else None
+
+    def close(self) -> None:
+        """Free the embedding context (before the model it uses)."""
+        if self.embedding is not None:
+            self.embedding.close()
+            self.embedding = None
+
     def _receive(self) -> ToRunner:
         """The kernel's next message; :class:`Stop` once its end of the socket closes."""
         try:
@@ -245,11 +291,13 @@ def main(argv: list[str]) -> int:
         connection.send(Failed(None, exc))
         return 0
     connection.send(Loaded(int(llama.n_ctx())))
+    server = Server(connection, load.model_id, llama, load.n_threads)
     try:
-        Server(connection, load.model_id, llama).serve()
+        server.serve()
     except OSError:  # the kernel's end closed while the runner wrote to it
         pass
     finally:
+        server.close()
         llama.close()
     return 0
 

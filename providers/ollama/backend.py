@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 
 from ..config import Config, OllamaConfig, normalize_ollama_url
+from ..embedding import check_inputs, checked_vectors
 from ..errors import (
     BackendUnavailable,
+    Cancelled,
     DownloadError,
     GenerationError,
     InvalidRequest,
@@ -27,6 +29,8 @@ from ..types import (
     BackendHealth,
     Chunk,
     ChunkStream,
+    Embeddings,
+    EmbedMetrics,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -317,6 +321,49 @@ class OllamaBackend:
         body["raw"] = True
         return self._generate("/api/generate", name, body, _generate_text, cancel)
 
+    # Embeddings -----------------------------------------------------------------------------
+
+    def embed(
+        self,
+        spec: ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Embeddings:
+        """``POST /api/embed`` (Ollama's vectors are normalized already; with ``normalize``
+        false they are still what Ollama sent). One request, not cancellable midway: a cancel
+        is honoured before it is sent."""
+        inputs = check_inputs(texts)
+        name = ollama_name(spec)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("embedding interrupted", model=name, backend=self.name)
+        body: Json = {"model": name, "input": inputs, "truncate": truncate}
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        started = time.perf_counter()
+        reply = self._client.request(
+            "POST", "/api/embed", body, model=name, failure=GenerationError
+        )
+        vectors = checked_vectors(
+            reply.get("embeddings"),
+            len(inputs),
+            normalize=normalize,
+            model=name,
+            backend=self.name,
+            source=f"Ollama's /api/embed at {self.base_url}",
+        )
+        return Embeddings(
+            model=name,
+            vectors=vectors,
+            metrics=EmbedMetrics(
+                prompt_tokens=_count(reply.get("prompt_eval_count")),
+                load_seconds=_count(reply.get("load_duration")) / 1e9,
+                total_seconds=round(time.perf_counter() - started, 6),
+            ),
+        )
+
     def close(self) -> None:
         self._client.close()
 
@@ -369,6 +416,10 @@ class OllamaBackend:
             if same_model(str(entry.get("name") or entry.get("model")), name):
                 return entry
         return None
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _chat_text(line: Json) -> str:

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..embedding import check_inputs, checked_vectors
 from ..errors import (
     BackendUnavailable,
+    Cancelled,
     GenerationError,
     InvalidRequest,
     LLMSpellError,
@@ -27,6 +29,8 @@ from ..types import (
     BackendHealth,
     Chunk,
     ChunkStream,
+    Embeddings,
+    EmbedMetrics,
     GenerationOptions,
     LoadedModel,
     Message,
@@ -207,6 +211,72 @@ class OpenAIBackend:
         wanted = model_id(spec)
         body = convert.completion_body(wanted, prompt, options)
         return self._generate("completions", wanted, body, convert.completion_text, cancel)
+
+    # Embeddings -----------------------------------------------------------------------------
+
+    def embed(
+        self,
+        spec: ModelSpec,
+        texts: Sequence[str],
+        *,
+        truncate: bool = True,
+        normalize: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Embeddings:
+        """``POST /v1/embeddings`` ``{"model", "input"}``: the vectors of ``data``, in the order
+        of their ``index``. The OpenAI API has no ``truncate``: the server does what it does
+        with a long input (llama.cpp's server refuses it). One request, not cancellable midway:
+        a cancel is honoured before it is sent."""
+        del truncate
+        inputs = check_inputs(texts)
+        wanted = model_id(spec)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("embedding interrupted", model=wanted, backend=self.name)
+        self._check_served(wanted)
+        started = time.perf_counter()
+        reply = self._client.request(
+            "POST",
+            "embeddings",
+            {"model": wanted, "input": inputs},
+            model=wanted,
+            failure=GenerationError,
+            known=self._ids,
+        )
+        data = reply.get("data")
+        source = f"{self.name}'s /embeddings at {self.base_url}"
+        if not isinstance(data, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("index"), int) for d in data
+        ):
+            raise GenerationError(
+                f"{source} sent no 'data' list of indexed embeddings",
+                model=wanted,
+                backend=self.name,
+            )
+        ordered = sorted(data, key=lambda d: int(d["index"]))
+        if [d["index"] for d in ordered] != list(range(len(ordered))):
+            raise GenerationError(
+                f"{source} sent embeddings with indexes {[d['index'] for d in ordered]}",
+                model=wanted,
+                backend=self.name,
+            )
+        vectors = checked_vectors(
+            [d.get("embedding") for d in ordered],
+            len(inputs),
+            normalize=normalize,
+            model=wanted,
+            backend=self.name,
+            source=source,
+        )
+        usage = reply.get("usage")
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return Embeddings(
+            model=wanted,
+            vectors=vectors,
+            metrics=EmbedMetrics(
+                prompt_tokens=tokens if isinstance(tokens, int) else 0,
+                total_seconds=round(time.perf_counter() - started, 6),
+            ),
+        )
 
     def close(self) -> None:
         self._client.close()
