@@ -127,6 +127,22 @@ def message(msg_type: str, content: dict[str, Any], channel: str = "shell") -> d
 
 
 EXCHANGE_SECONDS = 120.0
+CLOSE_SECONDS = 10.0
+
+
+async def closed(socket: WebSocketClientConnection) -> None:
+    """Close the websocket and wait for the server's close (else its socket is left for the
+    garbage collector, and its ResourceWarning fails a later test)."""
+    socket.close()
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            while await socket.read_message() is not None:
+                pass
+    except TimeoutError:
+        pass
+    stream = getattr(socket, "stream", None)
+    if stream is not None:
+        stream.close()
 
 
 async def exchange(
@@ -189,7 +205,7 @@ def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
                 streamed = await exchange(socket, message("model_request", generate))
                 return status, streamed
             finally:
-                socket.close()
+                await closed(socket)
 
         status, streamed = asyncio.run(talk())
     finally:
