@@ -17,6 +17,7 @@ from providers.options import CONVERSATION_DEFAULTS, generation_options, with_de
 
 from .commands import generation
 from .conversation_log import ConversationLog, new_conversation_id
+from .interrupts import GenerationStopped
 from .local_llm import LocalLLM
 from .protocol.requests import GenerateRequest, validate
 from .schemas import output_format, read_answer
@@ -137,8 +138,9 @@ class Agent:
     def stream(self, text: str) -> Generator[str, None, None]:
         """Like :meth:`chat`, yielding the answer's text pieces as they are generated.
 
-        The turn is added to ``history`` when the answer is complete, or, if the reader stops
-        early, with the part it received; a failed generation adds nothing.
+        The turn is in ``history`` as it grows: stopped early (a ``break``, Stop in a
+        notebook), it keeps the part received and ``last_metrics`` says ``cancelled``; a
+        failed generation adds nothing.
         """
         user = Message("user", _user_text(text, "stream"))
         return self._turn(user)
@@ -195,28 +197,38 @@ class Agent:
             log.warning("%s", problem)
 
     def _turn(self, user: Message) -> Generator[str, None, None]:
+        """The generation of one turn. The turn is in ``history`` from its first piece on,
+        growing with each, so an answer stopped anywhere (an interrupt in the reader's own
+        loop too, where this generator is never closed) keeps the text received; only a
+        failed generation takes it out again."""
         pieces: list[str] = []
-        keep = complete = False
+        complete = stopped = False
         asked = [*self._system(), *self._turns, user]
         generation = self._generate(asked, self.conversation_id)
+        start = len(self._turns)
         try:
             for piece in generation:
                 pieces.append(piece)
+                self._turns[start:] = [user, Message("assistant", "".join(pieces))]
                 yield piece
-            keep = complete = True
-        except (GeneratorExit, KeyboardInterrupt, Cancelled):
-            # The reader stopped (a break, a closed iterator), or an interrupt stopped the
-            # generation (Stop in a notebook): the turn is kept with the text received.
-            keep = bool(pieces)
+            self._turns[start:] = [user, Message("assistant", "".join(pieces))]
+            complete = True
+        except KeyboardInterrupt:
+            # An interrupt (Stop in a notebook) stopped the generation: one line, not frames.
+            stopped = True
+            raise GenerationStopped(len(pieces), self.model) from None
+        except (GeneratorExit, Cancelled):  # the reader stopped (a break, a closed iterator)
+            stopped = True
             raise
         finally:
             generation.close()
-            if keep:
-                text = "".join(pieces)
-                self._turns += [user, Message("assistant", text)]
-                if not complete:
-                    stopped = Metrics(stop_reason="cancelled")
-                    self._log_answer(self.conversation_id, asked, self.model, text, stopped)
+            if not (complete or stopped):
+                del self._turns[start:]  # a failed generation adds nothing
+            elif not complete and pieces:
+                self._last_metrics = Metrics(generated_tokens=len(pieces), stop_reason="cancelled")
+                self._log_answer(
+                    self.conversation_id, asked, self.model, "".join(pieces), self._last_metrics
+                )
 
 
 def bind_agent(llm: LocalLLM) -> type[Agent]:

@@ -41,6 +41,7 @@ from providers.errors import ConfigError, InvalidRequest, LLMSpellError
 from providers.manager import ProviderManager
 
 from . import __version__, commands
+from .progress_view import note_comm_info
 from .protocol import (
     PROGRESS_TYPE,
     PROTOCOL_VERSION,
@@ -123,6 +124,14 @@ class LLMSpellKernel(IPythonKernel):
         info: dict[str, Any] = dict(super().kernel_info)
         info["llmspell"] = {"protocol_version": PROTOCOL_VERSION, "version": __version__}
         return info
+
+    async def comm_info_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        """A widget manager (JupyterLab's, on opening a notebook) asks for ``jupyter.widget``
+        comms: from then on pulls and loads show a widget bar (:mod:`.progress_view`)."""
+        content = parent.get("content")
+        if isinstance(content, dict):
+            note_comm_info(content.get("target_name"))
+        await super().comm_info_request(stream, ident, parent)
 
     # model_request --------------------------------------------------------------------------
 

@@ -2,26 +2,26 @@
 
 It runs the kernel's own command handlers in-process (the code runs inside the kernel, with its
 :class:`~providers.ProviderManager`), validating its arguments with the protocol's request
-models, and returns plain dicts and lists, the JSON shapes of the protocol replies, so results
-display well and can be indexed without importing anything.
+models, and returns the JSON shapes of the protocol replies as lists and dicts that render as
+tables in Jupyter (:mod:`.views`); pulls and loads show their progress (:mod:`.progress_view`)
+and return a one-line summary.
 """
 
 from __future__ import annotations
 
 import builtins
 import sys
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
-from providers import InvalidRequest, Message, Progress, ProviderManager, parse_spec
+from providers import InvalidRequest, Message, ProviderManager, parse_spec
 from providers.options import generation_options
 from providers.types import ProgressCallback
 
 from .commands import run_local
+from .progress_view import format_seconds, progress_view
 from .protocol.requests import (
     AvailableRequest,
     EmbedRequest,
@@ -40,18 +40,13 @@ from .protocol.requests import (
 )
 from .protocol.results import Result
 from .schemas import output_format, read_answer
+from .views import KeyedTable, Record, Summary, Table, format_bytes
 
 R = TypeVar("R", bound=Request)
-
-PROGRESS_INTERVAL = 0.25
-"""Seconds between two progress updates of the same phase (a few per second, not thousands)."""
-
-_FINAL_PHASES = ("verifying", "done")
 
 NO_MODEL_HINT = "pass model=... or LocalLLM.set_default_model(...)"
 
 Row = dict[str, Any]
-Rows = list[Row]
 
 
 class LocalLLM:
@@ -113,34 +108,29 @@ class LocalLLM:
 
     # Queries ----------------------------------------------------------------------------------
 
-    def status(self, backend: str | None = None) -> dict[str, Row]:
+    def status(self, backend: str | None = None) -> KeyedTable:
         """Each backend's health: ``{name: {available, version, models, loaded, reason}}``."""
         content = self.run(StatusRequest, {"backend": backend}).content()
-        backends: dict[str, Row] = content["backends"]
-        return backends
+        return KeyedTable(content["backends"], key="name", caption="backends")
 
-    def list(self, backend: str | None = None) -> Rows:
+    def list(self, backend: str | None = None) -> Table:
         """Installed models. A backend that cannot be reached is named on stderr, not hidden."""
         content = self.run(ListRequest, {"backend": backend}).content()
         for name, reason in content["errors"].items():
             print(f"note: backend {name} is unavailable: {reason}", file=sys.stderr)
-        models: Rows = content["models"]
-        return models
+        return Table(content["models"], caption="installed models")
 
-    def available(self, backend: str | None = None, *, recommended: bool = False) -> Rows:
+    def available(self, backend: str | None = None, *, recommended: bool = False) -> Table:
         """Models that can be pulled."""
         fields = {"backend": backend, "recommended": recommended}
-        models: Rows = self.run(AvailableRequest, fields).content()["models"]
-        return models
+        return Table(self.run(AvailableRequest, fields).content()["models"], "models to pull")
 
-    def info(self, spec: str) -> Row:
-        model: Row = self.run(InfoRequest, {"model": spec}).content()["model"]
-        return model
+    def info(self, spec: str) -> Record:
+        return Record(self.run(InfoRequest, {"model": spec}).content()["model"])
 
-    def ps(self) -> Rows:
+    def ps(self) -> Table:
         """Models held in memory."""
-        models: Rows = self.run(PsRequest, {}).content()["models"]
-        return models
+        return Table(self.run(PsRequest, {}).content()["models"], caption="loaded models")
 
     # Structured output ------------------------------------------------------------------------
 
@@ -161,32 +151,58 @@ class LocalLLM:
 
     # Changes ----------------------------------------------------------------------------------
 
-    def pull(self, spec: str, force: bool = False, *, quantization: str | None = None) -> Row:
-        """Download a model, showing its progress on one updating line of the cell output."""
-        line = ProgressLine(sys.stdout)
+    def pull(self, spec: str, force: bool = False, *, quantization: str | None = None) -> Summary:
+        """Download a model, showing its progress (a live bar in notebooks, an updating line
+        elsewhere); the result is the pull's reply (``result["model"]``...), shown as one line."""
+        view = progress_view()
         fields = {"model": spec, "force": force, "quantization": quantization}
+        summary = None
         try:
-            return self.run(PullRequest, fields, line).content()
+            content = self.run(PullRequest, fields, view).content()
+            model = content["model"]
+            shown = {
+                "model": f"{model['id']}@{model['backend']}",
+                "size": model.get("size_bytes"),
+                "downloaded_bytes": content["bytes"],
+                "resumed_bytes": content.get("resumed_bytes") or None,
+                "seconds": round(content["seconds"], 1),
+            }
+            summary = Summary(content, pulled_line(content), shown)
+            return summary
         finally:
-            line.finish()
+            view.finish(None if summary is None else summary.line)
 
-    def import_model(self, path: str | Path, name: str | None = None, *, link: bool = False) -> Row:
+    def import_model(
+        self, path: str | Path, name: str | None = None, *, link: bool = False
+    ) -> Record:
         """Register a GGUF file that is already on disk (llamacpp): copied, or linked in
         place with ``link``."""
         fields = {"path": str(path), "name": name, "link": link}
-        model: Row = self.run(ImportRequest, fields).content()["model"]
-        return model
+        return Record(self.run(ImportRequest, fields).content()["model"])
 
-    def remove(self, spec: str) -> Row:
+    def remove(self, spec: str) -> Record:
         content = self.run(RemoveRequest, {"model": spec}).content()
-        return {key: value for key, value in content.items() if value is not None}
+        return Record({key: value for key, value in content.items() if value is not None})
 
-    def load(self, spec: str) -> Row:
-        model: Row = self.run(LoadRequest, {"model": spec}).content()["model"]
-        return model
+    def load(self, spec: str) -> Summary:
+        """Load a model into memory (showing that it is loading); the result is the loaded
+        model's fields, shown as one line."""
+        view = progress_view()
+        started = time.monotonic()
+        summary = None
+        try:
+            model = self.run(LoadRequest, {"model": spec}, view).content()["model"]
+            line = f"loaded {model['id']}@{model['backend']} in "
+            line += format_seconds(time.monotonic() - started)
+            if model.get("size_bytes"):
+                line += f" ({format_bytes(model['size_bytes'])} in memory)"
+            summary = Summary(model, line, model)
+            return summary
+        finally:
+            view.finish(None if summary is None else summary.line)
 
-    def unload(self, spec: str) -> Row:
-        return self.run(UnloadRequest, {"model": spec}).content()
+    def unload(self, spec: str) -> Record:
+        return Record(self.run(UnloadRequest, {"model": spec}).content())
 
     # Embeddings -------------------------------------------------------------------------------
 
@@ -209,84 +225,16 @@ class LocalLLM:
         return vectors
 
 
-class ProgressLine:
-    """A progress callback drawing one self-overwriting line (``\\r``) on ``stream``.
-
-    Updates within one phase are throttled to one per ``interval`` seconds; a new phase is
-    always shown. Safe to call from any thread. :meth:`finish` ends the line.
-    """
-
-    def __init__(
-        self,
-        stream: TextIO,
-        interval: float = PROGRESS_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stream = stream
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._phase: str | None = None
-        self._last_draw = 0.0
-        self._width = 0
-        self._rate_start: tuple[float, int] | None = None
-        self.updates = 0
-
-    def __call__(self, progress: Progress) -> None:
-        with self._lock:
-            now = self._clock()
-            if progress.completed is not None and self._rate_start is None:
-                self._rate_start = (now, progress.completed)
-            new_phase = progress.phase != self._phase
-            if not new_phase and now - self._last_draw < self._interval:
-                return
-            self._phase = progress.phase
-            self._last_draw = now
-            self._draw(describe_progress(progress, self._rate(now, progress)))
-
-    def finish(self) -> None:
-        with self._lock:
-            if self._width:
-                self._stream.write("\n")
-                self._stream.flush()
-                self._width = 0
-
-    def _rate(self, now: float, progress: Progress) -> float | None:
-        if self._rate_start is None or progress.completed is None:
-            return None
-        if progress.phase in _FINAL_PHASES or progress.completed == progress.total:
-            return None  # a speed is only worth showing while bytes are still coming
-        start_time, start_bytes = self._rate_start
-        elapsed = now - start_time
-        return (progress.completed - start_bytes) / elapsed if elapsed >= 1.0 else None
-
-    def _draw(self, text: str) -> None:
-        padding = " " * max(0, self._width - len(text))
-        self._stream.write(f"\r{text}{padding}")
-        self._stream.flush()
-        self._width = len(text)
-        self.updates += 1
-
-
-def describe_progress(progress: Progress, rate: float | None = None) -> str:
-    """``gemma3-270m: downloading 45.2 MB / 253.1 MB (17%), 12.0 MB/s``."""
-    text = f"{progress.model}: {progress.phase}"
-    if progress.completed is not None and progress.total:
-        percent = 100 * progress.completed / progress.total
-        text += (
-            f" {format_bytes(progress.completed)} / {format_bytes(progress.total)} ({percent:.0f}%)"
-        )
-    elif progress.completed is not None:
-        text += f" {format_bytes(progress.completed)}"
-    if rate is not None and rate > 0:
-        text += f", {format_bytes(int(rate))}/s"
-    return text
-
-
-def format_bytes(count: int) -> str:
-    value, unit = float(count), "B"
-    for larger in ("kB", "MB", "GB", "TB"):
-        if value < 1000:
-            break
-        value, unit = value / 1000, larger
-    return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+def pulled_line(content: Row) -> str:
+    """``pulled gemma3-270m@llamacpp: 253.1 MB in 4.2 s (12.0 MB/s)``, or that it was there."""
+    model = content["model"]
+    name = f"{model['id']}@{model['backend']}"
+    got, seconds = content["bytes"], content["seconds"]
+    if not got:
+        return f"pulled {name}: already up to date ({format_seconds(seconds)})"
+    line = f"pulled {name}: {format_bytes(got)} in {format_seconds(seconds)}"
+    if seconds > 0:
+        line += f" ({format_bytes(int(got / seconds))}/s)"
+    if content.get("resumed_bytes"):
+        line += f", resumed after {format_bytes(content['resumed_bytes'])}"
+    return line

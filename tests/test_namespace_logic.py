@@ -14,9 +14,11 @@ import pytest
 from IPython.core.error import UsageError
 
 from llmspell_kernel.agent import Agent
-from llmspell_kernel.local_llm import LocalLLM, ProgressLine, describe_progress, format_bytes
+from llmspell_kernel.local_llm import LocalLLM
 from llmspell_kernel.magics import parse_magic
 from llmspell_kernel.namespace import install_namespace
+from llmspell_kernel.progress_view import ProgressLine, describe_progress, format_seconds
+from llmspell_kernel.views import format_bytes
 from providers import (
     GenerationError,
     GenerationOptions,
@@ -283,7 +285,12 @@ def test_pull_shows_a_throttled_progress_line(
     updates = out.count("\r")
     assert 4 <= updates <= 20, out
     assert out.endswith("\n") and "\n" not in out[:-1]
-    assert out.split("\r")[-1].rstrip() == "tinyllama: done 5.0 MB / 5.0 MB (100%)"
+    assert "\rtinyllama: done 5.0 MB / 5.0 MB (100%)" in out
+    # the summary replaces the line at the end; the result shows a few fields, not the manifest
+    assert out.split("\r")[-1].rstrip().startswith("pulled tinyllama@llamacpp: 5.0 MB in ")
+    assert result.line in out
+    assert repr(result).splitlines()[0] == result.line
+    assert len(repr(result).splitlines()) <= 8
 
 
 def test_progress_line_redraws_within_a_phase_at_most_every_interval() -> None:
@@ -303,8 +310,11 @@ def test_progress_line_redraws_within_a_phase_at_most_every_interval() -> None:
 def test_progress_text() -> None:
     progress = Progress("gemma3-270m", "downloading", 45_200_000, 253_100_000)
     assert describe_progress(progress, 12_000_000.0) == (
-        "gemma3-270m: downloading 45.2 MB / 253.1 MB (18%), 12.0 MB/s"
+        "gemma3-270m: downloading 45.2 MB / 253.1 MB (18%), 12.0 MB/s, 17 s left"
     )
+    assert format_seconds(4.24) == "4.2 s"
+    assert format_seconds(185) == "3 min 05 s"
+    assert format_seconds(3720) == "1 h 02 min"
     assert describe_progress(Progress("m", "resolving")) == "m: resolving"
     assert format_bytes(999) == "999 B"
     assert format_bytes(1_500) == "1.5 kB"
@@ -392,7 +402,10 @@ def test_line_magic_prompts_reach_the_magic_verbatim(
     assert scripted.chats[-1][1] == [{"role": "user", "content": "what's tea? Isn't it \"great\"?"}]
     capsys.readouterr()
     shell.run_cell("%llm?")  # help on the magic itself still works
-    assert "%llm [-m SPEC]" in capsys.readouterr().out
+    assert "%llm [OPTIONS] PROMPT" in capsys.readouterr().out
+    assert shell.run_cell("%llm --help").success  # and its --help, with every option
+    shown = capsys.readouterr().out
+    assert "--format FORMAT" in shown and "--top-k" in shown and "--raw" in shown
 
 
 def test_bad_magic_options_are_usage_errors(
@@ -417,22 +430,38 @@ def test_bad_magic_options_are_usage_errors(
         (
             "--system 'You are terse.' --temperature 0.5 what's up",
             None,
-            {"system": "You are terse.", "temperature": 0.5, "prompt": "what's up"},
+            {"system": "You are terse.", "options": {"temperature": 0.5}, "prompt": "what's up"},
         ),
-        ("--max-tokens 8", "  body\n", {"max_tokens": 8, "prompt": "body"}),
+        ("--max-tokens 8", "  body\n", {"options": {"max_tokens": 8}, "prompt": "body"}),
         ("", "body", {"prompt": "body"}),
         ("--raw -m phi3 The sea is", None, {"raw": True, "model": "phi3", "prompt": "The sea is"}),
+        # the options of `llmspell prompt`: every generation option, -t, --stop, -o
+        (
+            "-t 1 --top-k 5 --seed=3 --stop . --stop '!' -o min_p=0.1 -o num_ctx 512",
+            "body",
+            {
+                "options": {
+                    "temperature": 1.0,
+                    "top_k": 5,
+                    "seed": 3,
+                    "stop": [".", "!"],
+                    "min_p": 0.1,
+                    "num_ctx": 512,
+                },
+                "prompt": "body",
+            },
+        ),
+        ("--format markdown", "body", {"format": "markdown", "prompt": "body"}),
+        ("--help", None, {"help": True, "prompt": ""}),
     ],
 )
 def test_parse_magic(line: str, cell: str | None, expected: dict[str, Any]) -> None:
     args = parse_magic(line, cell)
     for key, value in expected.items():
         assert getattr(args, key) == value
-    assert all(
-        getattr(args, key) is None
-        for key in ("model", "system", "max_tokens", "temperature")
-        if key not in expected
-    )
+    assert all(getattr(args, key) is None for key in ("model", "system") if key not in expected)
+    if "options" not in expected:
+        assert args.options == {}
 
 
 @pytest.mark.parametrize(
@@ -446,6 +475,9 @@ def test_parse_magic(line: str, cell: str | None, expected: dict[str, Any]) -> N
         ("-m phi3 stray words", "body", "takes only options on its first line"),
         ("-m phi3", "  \n", "needs a prompt in the cell body"),
         ("--temperature warm", "body", "--temperature must be a number"),
+        ("--top-k 1.5", "body", "--top-k must be an integer"),
+        ("--format html", "body", "--format must be one of text, markdown, json"),
+        ("-o top_k", "body", "-o needs KEY=VALUE"),
     ],
 )
 def test_parse_magic_errors(line: str, cell: str | None, fragment: str) -> None:

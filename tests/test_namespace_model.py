@@ -136,10 +136,10 @@ def test_cell_interrupt_stops_the_magic_and_leaves_the_model_usable(
         if out.timer is not None:
             out.timer.cancel()  # never let a late SIGINT hit the rest of the session
     assert out.timer is not None
-    # One line, not llama_cpp's frames: "Cancelled: generation stopped after N tokens"
+    # One line, not llama_cpp's frames: "generation stopped after N tokens"
     assert isinstance(result.error_in_exec, Cancelled)
     report = "".join(out.text).splitlines()[-1]
-    assert re.fullmatch(r"Cancelled: generation stopped after \d+ tokens?", report), out.text
+    assert re.fullmatch(r"generation stopped after \d+ tokens?", report), out.text
     assert "Traceback" not in "".join(out.text) + capsys.readouterr().err
     interrupted = recording.generations[-1]
     assert interrupted["closed"] and not interrupted["done"]  # stopped before its end

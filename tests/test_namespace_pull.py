@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from llmspell_kernel.local_llm import PROGRESS_INTERVAL
 from llmspell_kernel.namespace import install_namespace
+from llmspell_kernel.progress_view import PROGRESS_INTERVAL
 from providers import Config, DownloadError, ProviderManager
 from tests.hub_fixtures import dead_endpoint, hub
 from tests.hub_standin import HubStandin
@@ -54,7 +54,9 @@ def test_pull_shows_byte_progress_on_one_line(
 
     out = capsys.readouterr().out
     assert out.endswith("\n") and "\n" not in out[:-1]
-    draws = [text.rstrip() for text in out[:-1].split("\r")[1:]]
+    *draws, summary = [text.rstrip() for text in out[:-1].split("\r")[1:]]
+    assert summary == result.line  # the summary line replaces the progress at the end
+    assert summary.startswith(f"pulled {model_id}@llamacpp: ")
     phases = [draw.split(": ", 1)[1].split(" ")[0] for draw in draws]
     assert phases[0] == "resolving" and phases[-1] == "done"
     assert {"downloading", "verifying"} <= set(phases)

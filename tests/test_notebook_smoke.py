@@ -4,6 +4,7 @@ interrupt during %%llm, against the real Gemma 3 270M in a temporary model store
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -67,8 +68,11 @@ def test_smoke_notebook_runs_on_the_llmspell_kernel(llmspell_kernel_env: Path) -
     status, listing, chat, magic, error = code
 
     status_text = "".join(text_of(o) for o in status.outputs)
-    assert "'llamacpp'" in status_text and "'available': True" in status_text
-    assert f"'{GEMMA_ID}'" in "".join(text_of(o) for o in listing.outputs)
+    # a table of the backends (text/plain here; JupyterLab renders the text/html)
+    assert re.search(r"^llamacpp +yes ", status_text, re.MULTILINE), status_text
+    html = "".join(o.get("data", {}).get("text/html", "") for o in status.outputs)
+    assert '<table class="llmspell-table">' in html and "<td>llamacpp</td>" in html
+    assert GEMMA_ID in "".join(text_of(o) for o in listing.outputs)
 
     printed = [o for o in chat.outputs if o["output_type"] == "stream" and o["name"] == "stdout"]
     assert "".join(o["text"] for o in printed).strip()
@@ -122,7 +126,8 @@ def test_interrupting_a_streaming_cell_leaves_the_model_usable(llmspell_kernel_e
         reply = _wait_for(kc, "shell", ours("execute_reply"), 60)
         assert reply["content"]["status"] == "error"
         # One line, not KeyboardInterrupt's frames through llama_cpp: %llm says what stopped.
-        assert reply["content"]["ename"] == "Cancelled"
+        assert reply["content"]["ename"] == "GenerationStopped"
+        assert reply["content"]["traceback"] == [reply["content"]["evalue"]]
         assert "generation stopped after" in reply["content"]["evalue"]
 
         pieces: list[str] = []
