@@ -17,7 +17,6 @@ gateway's own launchers do.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import logging
@@ -31,33 +30,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from .gateway_pod import parse_args
+
 LAUNCHER_VERSION = 1
 """The payload format the gateway's ``receive_connection_info`` decodes."""
 PORT_TRIES = 20
 """Random ports tried in the port range before giving up."""
 log = logging.getLogger("llmspell.gateway_launcher")
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    for name, what in (
-        ("kernel-id", "the kernel's ID, as the gateway knows it"),
-        ("response-address", "IP:PORT where the gateway waits for the connection info"),
-        ("public-key", "the gateway's RSA public key (base64 DER)"),
-        ("port-range", "LOW..HIGH: the ports the kernel may use (0..0: any)"),
-    ):
-        parser.add_argument(
-            f"--RemoteProcessProxy.{name}", f"--{name}", dest=name.replace("-", "_"), help=what
-        )
-    # The gateway's own kernelspecs and its images' bootstrap-kernel.sh pass these too; they
-    # mean nothing to llmspell.
-    for ignored in ("spark-context-initialization-mode", "cluster-type", "kernel-class-name"):
-        parser.add_argument(f"--RemoteProcessProxy.{ignored}", f"--{ignored}", default=None)
-    args = parser.parse_args(argv)
-    for needed in ("kernel_id", "response_address", "public_key"):
-        if not getattr(args, needed):
-            parser.error(f"--RemoteProcessProxy.{needed.replace('_', '-')} is required")
-    return args
 
 
 def port_range(text: str | None) -> tuple[int, int]:
@@ -173,7 +152,7 @@ def listen(sock: socket.socket) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv, pod=False)
     lower, upper = port_range(args.port_range)
     path = write_connection_file(lower, upper)
     comm = bound_socket(lower, upper)

@@ -24,11 +24,16 @@ DISPLAY_NAME = "llmspell (local LLMs)"
 GATEWAY_PROXIES = {
     "local": "enterprise_gateway.services.processproxies.processproxy.LocalProcessProxy",
     "distributed": "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy",
+    "kubernetes": "enterprise_gateway.services.processproxies.k8s.KubernetesProcessProxy",
 }
 """Jupyter Enterprise Gateway process proxies a kernelspec can name (``--gateway``): ``local``
 runs the kernel on the gateway's host, as the gateway's own process; ``distributed`` on one of
 its ``remote_hosts`` (over SSH, or here when the host is this one), through
-:mod:`llmspell_kernel.gateway_launcher`."""
+:mod:`llmspell_kernel.gateway_launcher`; ``kubernetes`` in a pod of a kernel image (needs
+``image``), which the kernelspec's ``scripts/launch_kubernetes.py`` (:mod:`.gateway_pod`)
+creates."""
+POD_SCRIPT = "scripts/launch_kubernetes.py"
+"""Where a Kubernetes kernelspec holds its pod launcher, run by the gateway's own Python."""
 GATEWAY_LAUNCHER_ARGS = [
     "--RemoteProcessProxy.kernel-id",
     "{kernel_id}",
@@ -42,10 +47,13 @@ GATEWAY_LAUNCHER_ARGS = [
 """What a remote process proxy fills in for its launcher (as in the gateway's own specs)."""
 
 
-def kernel_json(executable: str | None = None, gateway: str | None = None) -> dict[str, Any]:
+def kernel_json(
+    executable: str | None = None, gateway: str | None = None, image: str | None = None
+) -> dict[str, Any]:
     """The kernelspec's ``kernel.json`` with ``executable`` (default: this Python) in argv;
     with ``gateway``, in the form Jupyter Enterprise Gateway reads (``metadata.process_proxy``
-    naming the process proxy of :data:`GATEWAY_PROXIES`)."""
+    naming the process proxy of :data:`GATEWAY_PROXIES`; ``image``, the kernel image, for
+    ``kubernetes`` only)."""
     spec: dict[str, Any] = json.loads(_resources().joinpath("kernel.json").read_text("utf-8"))
     python = executable or sys.executable
     spec["argv"] = [python, "-m", "llmspell_kernel", "-f", "{connection_file}"]
@@ -53,10 +61,22 @@ def kernel_json(executable: str | None = None, gateway: str | None = None) -> di
         if gateway not in GATEWAY_PROXIES:
             known = ", ".join(GATEWAY_PROXIES)
             raise LLMSpellError(f"unknown gateway process proxy {gateway!r} (known: {known})")
-        spec["metadata"]["process_proxy"] = {"class_name": GATEWAY_PROXIES[gateway]}
-        if gateway != "local":
+        if (gateway == "kubernetes") != (image is not None):
+            raise LLMSpellError(
+                "a kernel image is needed for the kubernetes process proxy, and only for it"
+                f" (gateway {gateway!r}, image {image!r})"
+            )
+        proxy: dict[str, Any] = {"class_name": GATEWAY_PROXIES[gateway]}
+        if gateway == "kubernetes":
+            # The gateway's Python runs the pod launcher (as its own kernelspecs do).
+            proxy["config"] = {"image_name": image}
+            spec["argv"] = ["python", f"{{resource_dir}}/{POD_SCRIPT}", *GATEWAY_LAUNCHER_ARGS]
+        elif gateway != "local":
             launcher = [python, "-m", "llmspell_kernel.gateway_launcher"]
             spec["argv"] = [*launcher, *GATEWAY_LAUNCHER_ARGS]
+        spec["metadata"]["process_proxy"] = proxy
+    elif image is not None:
+        raise LLMSpellError("a kernel image is only for --gateway kubernetes")
     return spec
 
 
@@ -66,6 +86,7 @@ def install(
     sys_prefix: bool = False,
     prefix: str | Path | None = None,
     gateway: str | None = None,
+    image: str | None = None,
     name: str = KERNEL_NAME,
 ) -> Path:
     """Install the kernelspec and return the directory it went to.
@@ -75,7 +96,7 @@ def install(
     An existing kernelspec of that ``name`` at the same place is replaced. ``gateway`` writes
     it for Jupyter Enterprise Gateway (see :func:`kernel_json`).
     """
-    spec = kernel_json(gateway=gateway)
+    spec = kernel_json(gateway=gateway, image=image)
     from jupyter_client.kernelspec import KernelSpecManager
 
     target = str(prefix) if prefix is not None else (sys.prefix if sys_prefix else None)
@@ -86,6 +107,10 @@ def install(
             if item.is_file():
                 (source / item.name).write_bytes(item.read_bytes())
         (source / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n", "utf-8")
+        if gateway == "kubernetes":
+            script = source / POD_SCRIPT
+            script.parent.mkdir()
+            script.write_bytes(files("llmspell_kernel").joinpath("gateway_pod.py").read_bytes())
         try:
             installed = KernelSpecManager().install_kernel_spec(
                 str(source), name, user=user and target is None, prefix=target

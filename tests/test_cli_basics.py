@@ -117,7 +117,9 @@ def test_read_only_commands_start_no_kernel_without_connect(
         (["kernel", "stop", "abc", "--all"], "give a kernel ID or --all"),
         (["kernel", "start", "--ip", "not-an-ip"], "not an IP address"),
         (["kernel", "install", "--user", "--sys-prefix"], "exclude each other"),
-        (["kernel", "install", "--gateway", "kubernetes"], "not a process proxy llmspell supp"),
+        (["kernel", "install", "--gateway", "yarn"], "not a process proxy llmspell supp"),
+        (["kernel", "install", "--gateway", "kubernetes"], "needs --image"),
+        (["kernel", "install", "--image", "x"], "Invalid value for --image"),
         (["--output", "json", "repl"], "no JSON output"),
     ],
 )

@@ -14,6 +14,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from tests import cli_fixtures
 from tests.cli_fixtures import GEMMA_SPEC, CliSession, run_cli
 from tests.isolation import private_dirs
+from tests.kubernetes_standin import KubernetesStandin
 from tests.ssh_fixtures import free_port
 
 cli_session = cli_fixtures.cli_session
@@ -46,33 +48,59 @@ def ensure_gateway() -> None:
             pytest.fail(f"Enterprise Gateway could not be installed: {done.stderr[-2000:]}")
 
 
+KERNEL_IMAGE = "registry.example/llmspell-kernel:test"
+PROXIES = {
+    "llmspell": ("local", "LocalProcessProxy"),
+    "llmspell_distributed": ("distributed", "DistributedProcessProxy"),
+    "llmspell_kubernetes": ("kubernetes", "KubernetesProcessProxy"),
+}
+
+
+@dataclass
+class Gateway:
+    url: str
+    kubernetes: KubernetesStandin
+
+
 @pytest.fixture(scope="module")
-def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The gateway's URL; its kernelspec dir holds only the llmspell gateway kernelspec."""
+def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway, whose kernelspec dir holds only llmspell's gateway kernelspecs, and the
+    Kubernetes API stand-in its ``KubernetesProcessProxy`` talks to (the in-cluster config of
+    a gateway deployed in a cluster: ``KUBERNETES_SERVICE_HOST``, a token and a CA)."""
     ensure_gateway()
     base = tmp_path_factory.mktemp("gateway")
-    for proxy, name in (("local", "llmspell"), ("distributed", "llmspell_distributed")):
+    for name, (proxy, proxy_class) in PROXIES.items():
+        image = ["--image", KERNEL_IMAGE] if proxy == "kubernetes" else []
         installed = run_cli(
-            ["kernel", "install", "--gateway", proxy, "--name", name,
+            ["kernel", "install", "--gateway", proxy, "--name", name, *image,
              "--prefix", str(base / "prefix")],
             cli_session.env,
         )  # fmt: skip
         assert installed.returncode == 0, installed.stderr
         spec = json.loads((base / f"prefix/share/jupyter/kernels/{name}/kernel.json").read_text())
-        assert spec["metadata"]["process_proxy"]["class_name"].endswith(
-            "LocalProcessProxy" if proxy == "local" else "DistributedProcessProxy"
-        )
+        assert spec["metadata"]["process_proxy"]["class_name"].endswith(proxy_class)
+    image_path = f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin"  # the kernel image has llmspell
+    kubernetes = KubernetesStandin(base, image_path=image_path).start()
     port = free_port()
     env = {
         **cli_session.env,
         **private_dirs(base),
         "JUPYTER_PATH": str(base / "prefix" / "share" / "jupyter"),
         "LLMSPELL_MODELS": str(cli_session.models),
+        # the gateway's Python runs the pod launcher (`python` in a Kubernetes kernelspec)
+        "PATH": f"{GATEWAY.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONPATH": str(kubernetes.site_customize(base / "site")),
+        "KUBERNETES_SERVICE_HOST": kubernetes.host,
+        "KUBERNETES_SERVICE_PORT": str(kubernetes.port),
+        "EG_SHARED_NAMESPACE": "True",
+        "EG_NAMESPACE": "llmspell-test",
     }
     # A gateway's kernels inherit only the variables it allows: the model store and the
-    # private directories of the test.
+    # private directories of the test, and for the pod launcher the test's in-cluster config.
     inherited = [
-        k for k in env if k.startswith(("LLMSPELL_", "XDG_", "JUPYTER_", "HF_", "OLLAMA_"))
+        k
+        for k in env
+        if k.startswith(("LLMSPELL_", "XDG_", "JUPYTER_", "HF_", "OLLAMA_", "PYTHONPATH"))
     ]
     allow = [f"--EnterpriseGatewayApp.env_process_whitelist={name}" for name in inherited]
     log = (base / "gateway.log").open("wb")
@@ -95,8 +123,9 @@ def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -
                     f"the gateway did not start: {(base / 'gateway.log').read_text()[-2000:]}"
                 )
             time.sleep(0.2)
-        yield url
+        yield Gateway(url, kubernetes)
     finally:
+        kubernetes.stop()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -173,26 +202,30 @@ async def exchange(
 
 @pytest.mark.parametrize(
     "kernel_name",
-    ["llmspell", "llmspell_distributed"],
-    ids=["local-process-proxy", "distributed-process-proxy"],
+    list(PROXIES),
+    ids=[f"{proxy}-process-proxy" for proxy, _ in PROXIES.values()],
 )
 def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
-    gateway: str, kernel_name: str
+    gateway: Gateway, kernel_name: str
 ) -> None:
     """``distributed``: the gateway's DistributedProcessProxy on its default remote host,
     localhost, which it runs without SSH; the kernel starts through llmspell's launcher, which
-    sends its connection info back encrypted with the gateway's key."""
+    sends its connection info back encrypted with the gateway's key. ``kubernetes``: the
+    gateway runs the kernelspec's pod launcher, which creates the kernel's pod through the
+    Kubernetes API (the stand-in runs its container here); the gateway finds the pod by its
+    labels, the container's launcher calls back, and the gateway deletes the pod at the end."""
+    url = gateway.url
     # The gateway refuses kernels for root (unauthorized_users): name another user, as
     # clients of a gateway do.
     body = {"name": kernel_name, "env": {"KERNEL_USERNAME": "llmspell-test"}}
-    started = httpx.post(f"{gateway}/api/kernels", json=body, timeout=120)
+    started = httpx.post(f"{url}/api/kernels", json=body, timeout=120)
     assert started.status_code == 201, started.text
     kernel = started.json()["id"]
     try:
 
         async def talk() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            url = gateway.replace("http", "ws") + f"/api/kernels/{kernel}/channels"
-            socket = await websocket_connect(url)
+            channels = url.replace("http", "ws") + f"/api/kernels/{kernel}/channels"
+            socket = await websocket_connect(channels)
             try:
                 status = await exchange(socket, message("model_request", {"command": "status"}))
                 generate = {
@@ -209,7 +242,7 @@ def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
 
         status, streamed = asyncio.run(talk())
     finally:
-        httpx.delete(f"{gateway}/api/kernels/{kernel}", timeout=60)
+        httpx.delete(f"{url}/api/kernels/{kernel}", timeout=60)
     reply = next(m for m in status if m["header"]["msg_type"] == "model_reply")
     assert reply["channel"] == "shell" and reply["content"]["status"] == "ok"
     assert reply["content"]["backends"]["llamacpp"]["available"] is True
@@ -220,6 +253,9 @@ def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
     assert done["content"]["status"] == "ok"
     assert "".join(m["content"]["text"] for m in pieces) == done["content"]["text"]
     assert done["content"]["metrics"]["generated_tokens"] >= 1
+    if PROXIES[kernel_name][0] == "kubernetes":
+        [(_, pod)] = [key for key in gateway.kubernetes.created if kernel in key[1]]
+        assert pod in gateway.kubernetes.deleted  # the gateway deleted its pod at shutdown
 
 
 def test_the_launcher_takes_the_bootstrap_flags_and_encrypts_as_the_gateway_decrypts() -> None:
@@ -253,3 +289,66 @@ def test_the_launcher_takes_the_bootstrap_flags_and_encrypts_as_the_gateway_decr
     aes_key = PKCS1_v1_5.new(private).decrypt(base64.b64decode(payload["key"]), None)
     info = AES.new(aes_key, AES.MODE_ECB).decrypt(base64.b64decode(payload["conn_info"]))
     assert json.loads(unpad(info, 16)) == {"shell_port": 1}
+
+
+def test_the_pod_launcher_runs_in_the_gateways_python_and_describes_the_kernels_pod(
+    cli_session: CliSession, tmp_path: Path
+) -> None:
+    """The kernelspec's ``scripts/launch_kubernetes.py`` runs where llmspell is not installed
+    (the gateway's environment); ``--dry-run`` shows the pod it would create."""
+    ensure_gateway()
+    prefix = tmp_path / "prefix"
+    installed = run_cli(
+        ["kernel", "install", "--gateway", "kubernetes", "--image", KERNEL_IMAGE,
+         "--prefix", str(prefix)],
+        cli_session.env,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    spec_dir = prefix / "share" / "jupyter" / "kernels" / "llmspell"
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    assert spec["metadata"]["process_proxy"]["config"] == {"image_name": KERNEL_IMAGE}
+    assert spec["argv"][:2] == ["python", "{resource_dir}/scripts/launch_kubernetes.py"]
+    script = spec_dir / "scripts" / "launch_kubernetes.py"
+    assert script.read_bytes() == (ROOT / "llmspell_kernel" / "gateway_pod.py").read_bytes()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "KERNEL_IMAGE": KERNEL_IMAGE,
+        "KERNEL_POD_NAME": "alice-k1",
+        "KERNEL_NAMESPACE": "jupyter",
+        "KERNEL_SERVICE_ACCOUNT_NAME": "kernels",
+        "KERNEL_UID": "1000",
+        "KERNEL_GID": "100",
+        "KERNEL_MEMORY_LIMIT": "8Gi",
+        "LLMSPELL_MODELS": "/models",
+        "SECRET_OF_THE_GATEWAY": "not for the pod",
+    }
+    args = [a.replace("{kernel_id}", "k1").replace("{response_address}", "10.0.0.2:8877")
+            .replace("{public_key}", "KEY").replace("{port_range}", "40000..41000")
+            for a in spec["argv"][2:]]  # fmt: skip
+    python = str(GATEWAY.parent / "python")
+    shown = subprocess.run(
+        [python, str(script), *args, "--dry-run"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    pod = json.loads(shown.stdout)
+    assert pod["metadata"]["name"] == "alice-k1" and pod["metadata"]["namespace"] == "jupyter"
+    assert pod["metadata"]["labels"]["kernel_id"] == "k1"
+    assert pod["metadata"]["labels"]["component"] == "kernel"  # the gateway's pod selector
+    [container] = pod["spec"]["containers"]
+    assert container["image"] == KERNEL_IMAGE
+    assert container["command"] == ["python", "-m", "llmspell_kernel.gateway_launcher"]
+    assert container["args"][container["args"].index("--RemoteProcessProxy.port-range") + 1] == (
+        "40000..41000"
+    )
+    passed = {item["name"]: item["value"] for item in container["env"]}
+    assert passed["LLMSPELL_MODELS"] == "/models" and passed["KERNEL_ID"] == "k1"
+    assert "SECRET_OF_THE_GATEWAY" not in passed
+    assert container["resources"] == {"limits": {"memory": "8Gi"}, "requests": {}}
+    assert pod["spec"]["securityContext"] == {"runAsUser": 1000, "runAsGroup": 100}
+    assert pod["spec"]["serviceAccountName"] == "kernels"
+    missing = subprocess.run(
+        [python, str(script), *args, "--dry-run"],
+        env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "no kernel image" in missing.stderr

@@ -208,10 +208,19 @@ def install(
         str | None,
         typer.Option(
             "--gateway",
-            metavar="local|distributed",
+            metavar="local|distributed|kubernetes",
             help="Write the kernelspec for Jupyter Enterprise Gateway: 'local' (the kernel runs"
-            " on the gateway's host) or 'distributed' (on one of its remote hosts, through"
-            " llmspell's launcher).",
+            " on the gateway's host), 'distributed' (on one of its remote hosts, through"
+            " llmspell's launcher) or 'kubernetes' (in a pod of --image).",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image",
+            metavar="IMAGE",
+            help="The kernel image of --gateway kubernetes (llmspell[gateway] installed in it;"
+            " see docs/remote-kernels.md).",
         ),
     ] = None,
     name: Annotated[
@@ -228,9 +237,13 @@ def install(
         )
     if gateway is not None and gateway not in GATEWAY_PROXIES:
         raise typer.BadParameter(
-            f"not a process proxy llmspell supports: {gateway!r} ('local' or 'distributed';"
-            " kubernetes needs a kernel image and pod launcher llmspell does not have yet)",
+            f"not a process proxy llmspell supports: {gateway!r} ({', '.join(GATEWAY_PROXIES)})",
             param_hint="--gateway",
+        )
+    if (gateway == "kubernetes") != (image is not None):
+        raise typer.BadParameter(
+            "--gateway kubernetes needs --image, and --image is only for it",
+            param_hint="--image",
         )
     cli = state(ctx)
     path = install_kernelspec(
@@ -238,6 +251,7 @@ def install(
         sys_prefix=sys_prefix,
         prefix=prefix,
         gateway=gateway,
+        image=image,
         name=name,
     )
     if cli.json_mode:
