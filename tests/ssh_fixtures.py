@@ -74,7 +74,8 @@ class SSHServer:
         self.process.wait(10)
 
 
-def start_sshd(base: Path) -> SSHServer:
+def start_sshd(base: Path, address: str = "127.0.0.1") -> SSHServer:
+    """sshd on a free port of ``address`` (a loopback address), with a new host and client key."""
     ensure_sshd()
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o700)
@@ -87,7 +88,7 @@ def start_sshd(base: Path) -> SSHServer:
     port = free_port()
     config = base / "sshd_config"
     config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base / 'host_key'}\n"
+        f"Port {port}\nListenAddress {address}\nHostKey {base / 'host_key'}\n"
         f"AuthorizedKeysFile {base / 'authorized_keys'}\nPidFile {base / 'sshd.pid'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
@@ -98,14 +99,14 @@ def start_sshd(base: Path) -> SSHServer:
     client_config = base / "ssh_config"
     server = SSHServer(port, process, client_config, base / "client_key")
     client_config.write_text(
-        f"Host {server.alias}\n  HostName 127.0.0.1\n  Port {port}\n  User root\n"
+        f"Host {server.alias}\n  HostName {address}\n  Port {port}\n  User root\n"
         f"Host *\n  IdentityFile {server.key}\n  IdentitiesOnly yes\n"
         "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
     )
     deadline = time.monotonic() + START_SECONDS
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((address, port), timeout=1):
                 return server
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:

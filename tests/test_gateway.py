@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -27,7 +29,7 @@ from tests import cli_fixtures
 from tests.cli_fixtures import GEMMA_SPEC, CliSession, run_cli
 from tests.isolation import private_dirs
 from tests.kubernetes_standin import KubernetesStandin
-from tests.ssh_fixtures import free_port
+from tests.ssh_fixtures import SSHServer, free_port, start_sshd
 
 cli_session = cli_fixtures.cli_session
 __all__ = ["cli_session"]  # the fixture, used by name
@@ -56,10 +58,22 @@ PROXIES = {
 }
 
 
+REMOTE_HOST = "127.0.0.2"
+"""The distributed proxy's remote host over SSH: a loopback address the gateway does not count
+as its own (it runs 127.0.0.1 and its interfaces' addresses without SSH)."""
+CASES = [
+    ("llmspell", {}, "local-process-proxy"),
+    ("llmspell_distributed", {}, "distributed-process-proxy"),
+    ("llmspell_distributed", {"KERNEL_REMOTE_HOST": REMOTE_HOST}, "distributed-over-ssh"),
+    ("llmspell_kubernetes", {}, "kubernetes-process-proxy"),
+]
+
+
 @dataclass
 class Gateway:
     url: str
     kubernetes: KubernetesStandin
+    sshd: SSHServer
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +95,8 @@ def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -
         assert spec["metadata"]["process_proxy"]["class_name"].endswith(proxy_class)
     image_path = f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin"  # the kernel image has llmspell
     kubernetes = KubernetesStandin(base, image_path=image_path).start()
+    sshd = start_sshd(base / "sshd", REMOTE_HOST)
+    home = gateway_home(base / "home", sshd)
     port = free_port()
     env = {
         **cli_session.env,
@@ -94,6 +110,10 @@ def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -
         "KUBERNETES_SERVICE_PORT": str(kubernetes.port),
         "EG_SHARED_NAMESPACE": "True",
         "EG_NAMESPACE": "llmspell-test",
+        # the distributed proxy's SSH (paramiko): the gateway user's key and known hosts
+        "HOME": str(home),
+        "EG_SSH_PORT": str(sshd.port),
+        "EG_KERNEL_LOG_DIR": str(base),
     }
     # A gateway's kernels inherit only the variables it allows: the model store and the
     # private directories of the test, and for the pod launcher the test's in-cluster config.
@@ -123,9 +143,11 @@ def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -
                     f"the gateway did not start: {(base / 'gateway.log').read_text()[-2000:]}"
                 )
             time.sleep(0.2)
-        yield Gateway(url, kubernetes)
+        yield Gateway(url, kubernetes, sshd)
     finally:
         kubernetes.stop()
+        if sshd.process.poll() is None:
+            sshd.kill()
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -134,6 +156,33 @@ def gateway(cli_session: CliSession, tmp_path_factory: pytest.TempPathFactory) -
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         log.close()
+
+
+def gateway_home(home: Path, sshd: SSHServer) -> Path:
+    """A home for the gateway's user whose ``~/.ssh`` holds the test sshd's client key (as
+    ``id_ed25519``, which paramiko tries) and its host key in ``known_hosts`` (the gateway
+    rejects unknown hosts)."""
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, mode=0o700)
+    shutil.copy(sshd.key, ssh / "id_ed25519")
+    shutil.copy(f"{sshd.key}.pub", ssh / "id_ed25519.pub")
+    host_key = (sshd.key.parent / "host_key.pub").read_text().split()[:2]
+    (ssh / "known_hosts").write_text(f"[{REMOTE_HOST}]:{sshd.port} {' '.join(host_key)}\n")
+    return home
+
+
+def ssh_connections(kernel_id: str) -> list[str]:
+    """The server addresses of the SSH sessions that started the processes of ``kernel_id``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(kernel_id in part for part in process.info["cmdline"] or []):
+            try:
+                connection = process.environ().get("SSH_CONNECTION")
+            except psutil.Error:
+                continue
+            if connection:
+                found.append(connection.split()[2])  # client ip, port, server ip, port
+    return sorted(set(found))
 
 
 def message(msg_type: str, content: dict[str, Any], channel: str = "shell") -> dict[str, Any]:
@@ -201,23 +250,23 @@ async def exchange(
 
 
 @pytest.mark.parametrize(
-    "kernel_name",
-    list(PROXIES),
-    ids=[f"{proxy}-process-proxy" for proxy, _ in PROXIES.values()],
+    ("kernel_name", "kernel_env"), [case[:2] for case in CASES], ids=[case[2] for case in CASES]
 )
 def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
-    gateway: Gateway, kernel_name: str
+    gateway: Gateway, kernel_name: str, kernel_env: dict[str, str]
 ) -> None:
     """``distributed``: the gateway's DistributedProcessProxy on its default remote host,
     localhost, which it runs without SSH; the kernel starts through llmspell's launcher, which
-    sends its connection info back encrypted with the gateway's key. ``kubernetes``: the
+    sends its connection info back encrypted with the gateway's key; ``distributed-over-ssh``:
+    the same on a remote host (127.0.0.2) that the gateway reaches through the test's sshd, as
+    on a cluster. ``kubernetes``: the
     gateway runs the kernelspec's pod launcher, which creates the kernel's pod through the
     Kubernetes API (the stand-in runs its container here); the gateway finds the pod by its
     labels, the container's launcher calls back, and the gateway deletes the pod at the end."""
     url = gateway.url
     # The gateway refuses kernels for root (unauthorized_users): name another user, as
     # clients of a gateway do.
-    body = {"name": kernel_name, "env": {"KERNEL_USERNAME": "llmspell-test"}}
+    body = {"name": kernel_name, "env": {"KERNEL_USERNAME": "llmspell-test", **kernel_env}}
     started = httpx.post(f"{url}/api/kernels", json=body, timeout=120)
     assert started.status_code == 201, started.text
     kernel = started.json()["id"]
@@ -241,6 +290,7 @@ def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
                 await closed(socket)
 
         status, streamed = asyncio.run(talk())
+        launched = ssh_connections(kernel)
     finally:
         httpx.delete(f"{url}/api/kernels/{kernel}", timeout=60)
     reply = next(m for m in status if m["header"]["msg_type"] == "model_reply")
@@ -253,6 +303,10 @@ def test_model_requests_and_streams_pass_through_the_gateway_unchanged(
     assert done["content"]["status"] == "ok"
     assert "".join(m["content"]["text"] for m in pieces) == done["content"]["text"]
     assert done["content"]["metrics"]["generated_tokens"] >= 1
+    # Over SSH the kernel's launcher was started by sshd (whose sessions set SSH_CONNECTION);
+    # the other proxies start it themselves.
+    through = [REMOTE_HOST] if kernel_env.get("KERNEL_REMOTE_HOST") else []
+    assert launched == through, launched
     if PROXIES[kernel_name][0] == "kubernetes":
         [(_, pod)] = [key for key in gateway.kubernetes.created if kernel in key[1]]
         assert pod in gateway.kubernetes.deleted  # the gateway deleted its pod at shutdown
