@@ -141,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(manifest, indent=2))
         return 0
-    from kubernetes import client, config
+    try:
+        from kubernetes import client, config
+    except ImportError:  # the gateway's environment has it (a dependency of its k8s proxy)
+        raise SystemExit(
+            "launch_kubernetes.py needs the kubernetes client (pip install kubernetes): run it"
+            " with the Python of Enterprise Gateway"
+        ) from None
 
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config()
