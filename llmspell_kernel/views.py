@@ -184,10 +184,11 @@ class Record(_Shown, dict[str, Any]):
 
 class Summary(Record):
     """What a change did (a pull): all its data (``result["model"]``, ``to_dict()``), shown as
-    the few fields of ``shown``; ``line`` says it in one line."""
+    the few fields of ``shown``; ``line`` says it in one line (which the progress display
+    leaves in the cell: the table does not repeat it)."""
 
     def __init__(self, fields: dict[str, Any], line: str, shown: dict[str, Any]) -> None:
-        super().__init__(fields, caption=line)
+        super().__init__(fields)
         self.line = line
         self.shown = shown
 

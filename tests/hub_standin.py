@@ -14,7 +14,8 @@ It serves what huggingface_hub 2.4 asks for (read in its source: ``HfApi.model_i
 
 Files come from bytes or from a path on disk (streamed, never read whole into memory).
 :class:`Faults` switches on failures: cut the connection at a byte offset, serve corrupted
-bytes, answer with an HTTP error (file GET, file HEAD or the repo API), or send slowly.
+bytes, answer with an HTTP error (file GET, file HEAD or the repo API), or send slowly (a pause
+after each chunk, or at most so many bytes per second).
 Every request is recorded in ``requests``.
 """
 
@@ -25,6 +26,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,6 +111,8 @@ class Faults:
     status_times: int | None = None
     delay: float = 0.0
     """Seconds to pause after each chunk."""
+    rate: float | None = None
+    """Send each response at most this fast (bytes per second; None: as fast as it goes)."""
     api_status: int | None = None
     """Answer the repo API (info and file listing) with this HTTP status."""
     head_status: int | None = None
@@ -119,6 +123,7 @@ class Faults:
         self.api_status = self.head_status = None
         self.corrupt = False
         self.delay = 0.0
+        self.rate = None
 
 
 @dataclass(frozen=True)
@@ -430,6 +435,7 @@ class _Handler(BaseHTTPRequestHandler):
             if faults.drop_times is not None:
                 faults.drop_times -= 1
         flip = item.size // 2 if faults.corrupt else None
+        began, sent = time.monotonic(), 0
         for offset, block in item.chunks(start, end if cut is None else cut):
             if flip is not None and offset <= flip < offset + len(block):
                 data = bytearray(block)
@@ -442,6 +448,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return status
             if faults.delay and self.standin.stopping.wait(faults.delay):
                 break
+            sent += len(block)
+            if faults.rate:  # ahead of the rate: wait until the bytes sent are due
+                ahead = sent / faults.rate - (time.monotonic() - began)
+                if ahead > 0 and self.standin.stopping.wait(ahead):
+                    break
         if cut is not None:
             self._hang_up()
         return status

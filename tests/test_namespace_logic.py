@@ -289,7 +289,8 @@ def test_pull_shows_a_throttled_progress_line(
     # the summary replaces the line at the end; the result shows a few fields, not the manifest
     assert out.split("\r")[-1].rstrip().startswith("pulled tinyllama@llamacpp: 5.0 MB in ")
     assert result.line in out
-    assert repr(result).splitlines()[0] == result.line
+    assert result.line not in repr(result)  # shown once, by the progress line
+    assert repr(result).splitlines()[1].split() == ["model", "tinyllama@llamacpp"]
     assert len(repr(result).splitlines()) <= 8
 
 
