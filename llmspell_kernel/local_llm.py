@@ -153,7 +153,8 @@ class LocalLLM:
 
     def pull(self, spec: str, force: bool = False, *, quantization: str | None = None) -> Summary:
         """Download a model, showing its progress (a live bar in notebooks, an updating line
-        elsewhere); the result is the pull's reply (``result["model"]``...), shown as one line."""
+        elsewhere), which ends as its summary line (``.line``); the result is the pull's reply
+        (``result["model"]``...), shown as a few fields."""
         view = progress_view()
         fields = {"model": spec, "force": force, "quantization": quantization}
         summary = None
@@ -185,8 +186,8 @@ class LocalLLM:
         return Record({key: value for key, value in content.items() if value is not None})
 
     def load(self, spec: str) -> Summary:
-        """Load a model into memory (showing that it is loading); the result is the loaded
-        model's fields, shown as one line."""
+        """Load a model into memory, showing that it loads, then its summary line (``.line``);
+        the result is the loaded model's fields."""
         view = progress_view()
         started = time.monotonic()
         summary = None

@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field, replace
 from types import TracebackType, UnionType
@@ -59,6 +60,13 @@ _FLAGS = {
     **_OPTION_FLAGS,
 }
 _SWITCHES = {"--raw": "raw", "-h": "help", "--help": "help"}
+_OTHER_FLAGS = textwrap.fill(
+    " ".join(sorted(set(_OPTION_FLAGS) - {"--temperature"})),
+    92,
+    initial_indent="  ",
+    subsequent_indent="  ",
+    break_on_hyphens=False,
+)
 """Options without a value."""
 
 USAGE = f"""\
@@ -83,7 +91,7 @@ ends it with one line, keeping the text so far.
   --stop TEXT          stop at this text (repeatable)
   -o, --option KEY=VALUE
                        any generation option (repeatable), as `llmspell prompt -o`
-  {" ".join(sorted(set(_OPTION_FLAGS) - {"--temperature"}))}
+{_OTHER_FLAGS}
                        the generation options of `llmspell prompt`, each taking a value
   -h, --help           this help
 

@@ -22,8 +22,6 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from llmspell_kernel.kernelspec import DISPLAY_NAME, KERNEL_NAME
-from providers import Config
-from providers.llamacpp import LlamaCppBackend
 from tests.browser_fixtures import (
     BrowserArtifacts,
     JupyterLab,
@@ -35,10 +33,10 @@ from tests.browser_fixtures import (
     save_on_failure,
 )
 from tests.hub_standin import HubStandin
+from tests.kernel_fixtures import GEMMA_ID, make_store
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-GEMMA_ID = "gemma3-270m"
 WAIT = 60.0
 """Seconds for what takes under 5 s on a quiet machine (a bound that catches hangs)."""
 MS = WAIT * 1000
@@ -72,18 +70,6 @@ class Lab:
     """The installed kernelspec (its logos)."""
 
 
-def gemma_store(base: Path, gemma_path: Path) -> Path:
-    """A model store holding the real Gemma 3 270M as ``gemma3-270m`` (linked, not copied)."""
-    store = base / "models"
-    config = Config.from_dict({"providers": {"llamacpp": {"options": {"model_directory": store}}}})
-    backend = LlamaCppBackend(config)
-    try:
-        backend.import_model(gemma_path, GEMMA_ID, link=True)
-    finally:
-        backend.close()
-    return store
-
-
 @pytest.fixture(scope="module")
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, gemma_path: Path
@@ -92,7 +78,7 @@ def lab(
     model and the Hub stand-in as HF_ENDPOINT, open on a fresh workspace's launcher."""
     ensure_chromium()
     base = tmp_path_factory.mktemp("jupyterlab")
-    store = gemma_store(base, gemma_path)
+    store = make_store(base, gemma_path)
     with ExitStack() as stack:
         hub = HubStandin()
         hub.add_repo(PULL_REPO, {"gemma-3-270m-it-Q4_K_M.gguf": gemma_path})
