@@ -152,7 +152,7 @@ def listen(sock: socket.socket) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv, pod=False)
+    args = parse_args(argv, pod=False, description=__doc__.split("\n\n")[0] if __doc__ else None)
     lower, upper = port_range(args.port_range)
     path = write_connection_file(lower, upper)
     comm = bound_socket(lower, upper)

@@ -36,11 +36,15 @@ CONTAINER_COMMAND = ["python", "-m", "llmspell_kernel.gateway_launcher"]
 """What the kernel image runs: llmspell's launcher (the image needs ``llmspell[gateway]``)."""
 
 
-def parse_args(argv: Sequence[str] | None = None, *, pod: bool = True) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None = None, *, pod: bool = True, description: str | None = None
+) -> argparse.Namespace:
     """The gateway's launcher flags, in the form of its kernelspecs
     (``--RemoteProcessProxy.kernel-id``) and of its images' bootstrap script (``--kernel-id``);
-    ``pod`` adds ``--dry-run``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ``pod`` adds ``--dry-run``. ``description`` is the program's (default: this module's)."""
+    if description is None and __doc__:
+        description = __doc__.split("\n\n")[0]
+    parser = argparse.ArgumentParser(description=description)
     for name, what in (
         ("kernel-id", "the kernel's ID, as the gateway knows it"),
         ("response-address", "IP:PORT where the gateway waits for the connection info"),

@@ -47,6 +47,14 @@ GATEWAY_LAUNCHER_ARGS = [
 """What a remote process proxy fills in for its launcher (as in the gateway's own specs)."""
 
 
+def image_problem(gateway: str | None, image: str | None) -> str | None:
+    """Why ``image`` does not go with ``gateway`` (a kernel image is for ``kubernetes``, which
+    needs one), or None."""
+    if (gateway == "kubernetes") != (image is not None):
+        return "--gateway kubernetes needs --image, and --image is only for it"
+    return None
+
+
 def kernel_json(
     executable: str | None = None, gateway: str | None = None, image: str | None = None
 ) -> dict[str, Any]:
@@ -57,15 +65,13 @@ def kernel_json(
     spec: dict[str, Any] = json.loads(_resources().joinpath("kernel.json").read_text("utf-8"))
     python = executable or sys.executable
     spec["argv"] = [python, "-m", "llmspell_kernel", "-f", "{connection_file}"]
+    problem = image_problem(gateway, image)
+    if problem is not None:
+        raise LLMSpellError(problem)
     if gateway is not None:
         if gateway not in GATEWAY_PROXIES:
             known = ", ".join(GATEWAY_PROXIES)
             raise LLMSpellError(f"unknown gateway process proxy {gateway!r} (known: {known})")
-        if (gateway == "kubernetes") != (image is not None):
-            raise LLMSpellError(
-                "a kernel image is needed for the kubernetes process proxy, and only for it"
-                f" (gateway {gateway!r}, image {image!r})"
-            )
         proxy: dict[str, Any] = {"class_name": GATEWAY_PROXIES[gateway]}
         if gateway == "kubernetes":
             # The gateway's Python runs the pod launcher (as its own kernelspecs do).
@@ -75,8 +81,6 @@ def kernel_json(
             launcher = [python, "-m", "llmspell_kernel.gateway_launcher"]
             spec["argv"] = [*launcher, *GATEWAY_LAUNCHER_ARGS]
         spec["metadata"]["process_proxy"] = proxy
-    elif image is not None:
-        raise LLMSpellError("a kernel image is only for --gateway kubernetes")
     return spec
 
 

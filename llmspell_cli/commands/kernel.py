@@ -228,7 +228,7 @@ def install(
     ] = "llmspell",
 ) -> None:
     """Install the 'llmspell' kernelspec so Jupyter can start the kernel."""
-    from llmspell_kernel.kernelspec import GATEWAY_PROXIES
+    from llmspell_kernel.kernelspec import GATEWAY_PROXIES, image_problem
     from llmspell_kernel.kernelspec import install as install_kernelspec
 
     if sum((user, sys_prefix, prefix is not None)) > 1:
@@ -240,11 +240,9 @@ def install(
             f"not a process proxy llmspell supports: {gateway!r} ({', '.join(GATEWAY_PROXIES)})",
             param_hint="--gateway",
         )
-    if (gateway == "kubernetes") != (image is not None):
-        raise typer.BadParameter(
-            "--gateway kubernetes needs --image, and --image is only for it",
-            param_hint="--image",
-        )
+    problem = image_problem(gateway, image)
+    if problem is not None:
+        raise typer.BadParameter(problem, param_hint="--image")
     cli = state(ctx)
     path = install_kernelspec(
         user=not sys_prefix and prefix is None,
